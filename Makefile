@@ -1,0 +1,64 @@
+# evloop.h - build, test, demo and install. The library itself is the header: nothing here is
+# needed to use it, only to test it and to run the examples.
+CC      ?= cc
+CXX     ?= c++
+CFLAGS  ?= -O2 -g
+WARN    := -std=c99 -Wall -Wextra -Wpedantic -Werror
+LDLIBS  := -lpthread
+BUILD   ?= build
+PREFIX  ?= /usr/local
+PYTHON  ?= python3
+SANFLAGS ?=
+
+TEST_SRC    := $(wildcard tests/test_*.c)
+EXAMPLE_SRC := $(wildcard examples/*.c)
+TESTS       := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
+EXAMPLES    := $(patsubst examples/%.c,$(BUILD)/examples/%,$(EXAMPLE_SRC))
+
+.PHONY: all test test-asan test-tsan test-valgrind demo install uninstall clean
+
+all: $(TESTS) $(EXAMPLES)
+
+$(BUILD)/tests/%: tests/%.c evloop.h tests/check.h
+	@mkdir -p $(dir $@)
+	$(CC) $(WARN) $(CFLAGS) $(SANFLAGS) -I. $< -o $@ $(LDLIBS)
+
+$(BUILD)/examples/%: examples/%.c evloop.h
+	@mkdir -p $(dir $@)
+	$(CC) $(WARN) $(CFLAGS) $(SANFLAGS) -I. $< -o $@ $(LDLIBS)
+
+# The whole suite: every C test case on every backend, the compile checks, the examples.
+test: all
+	EVL_BUILD=$(BUILD) $(PYTHON) -m unittest discover -s tests -p 'test_*.py' $(TESTFLAGS)
+
+# AddressSanitizer + UndefinedBehaviorSanitizer: any report fails the test.
+test-asan:
+	$(MAKE) BUILD=build/asan CFLAGS="-O1 -g" \
+	  SANFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" \
+	  test
+
+# ThreadSanitizer (the loop's cross-thread paths).
+test-tsan:
+	$(MAKE) BUILD=build/tsan CFLAGS="-O1 -g" SANFLAGS="-fsanitize=thread" test
+
+# Valgrind memcheck: errors or leaks fail the test.
+test-valgrind:
+	$(MAKE) BUILD=build/valgrind CFLAGS="-O1 -g" all
+	EVL_BUILD=build/valgrind EVL_TEST_TIMEOUT_SCALE=20 \
+	  EVL_TEST_WRAPPER="valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite,indirect" \
+	  $(PYTHON) -m unittest discover -s tests -p 'test_*.py' $(TESTFLAGS)
+
+demo: $(BUILD)/examples/demo
+	./$(BUILD)/examples/demo
+
+install:
+	install -d $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig
+	install -m 644 evloop.h $(DESTDIR)$(PREFIX)/include/evloop.h
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e "s|@VERSION@|$$(sed -n 's/^#define EVLOOP_VERSION \"\(.*\)\"/\1/p' evloop.h)|" \
+	  evloop.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/evloop.pc
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/include/evloop.h $(DESTDIR)$(PREFIX)/lib/pkgconfig/evloop.pc
+
+clean:
+	rm -rf build

@@ -1,0 +1,94 @@
+/* check.h - the tiny test framework of evloop's C test programs.
+
+   A test program defines its cases with CHECK_CASE, lists them in a table and hands the table
+   to check_main. The Python harness (tests/test_*.py) asks each program for its cases
+   (--list) and runs each case as its own process once per backend (EVLOOP_BACKEND), so a
+   crash or a hang fails one case only. A failed check prints where and why and exits 1. */
+#ifndef EVL_TEST_CHECK_H
+#define EVL_TEST_CHECK_H
+
+#include "evloop.h"
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct check_case {
+    const char *name;
+    void (*fn)(void);
+} check_case;
+
+#define CHECK(c)                                                                   \
+    do {                                                                           \
+        if (!(c)) {                                                                \
+            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #c);  \
+            exit(1);                                                               \
+        }                                                                          \
+    } while (0)
+
+#define CHECK_EQ(a, b)                                                             \
+    do {                                                                           \
+        long long check_a_ = (long long)(a), check_b_ = (long long)(b);            \
+        if (check_a_ != check_b_) {                                                \
+            fprintf(stderr, "%s:%d: CHECK_EQ failed: %s == %s (%lld != %lld)\n",   \
+                    __FILE__, __LINE__, #a, #b, check_a_, check_b_);               \
+            exit(1);                                                               \
+        }                                                                          \
+    } while (0)
+
+#define CHECK_OK(call) CHECK_EQ((call), 0)
+
+/* A loop on the backend the harness chose through EVLOOP_BACKEND. */
+static evl_loop *check_loop_new(void) {
+    evl_loop *loop = NULL;
+    CHECK_OK(evl_loop_new(&loop, NULL));
+    return loop;
+}
+
+static void check_list_backends(void) {
+    static const evl_backend kinds[] = {EVL_BACKEND_EPOLL, EVL_BACKEND_KQUEUE, EVL_BACKEND_POLL,
+                                        EVL_BACKEND_SELECT};
+    size_t i;
+    for (i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
+        evl_config cfg;
+        evl_loop *loop;
+        evl_config_init(&cfg);
+        cfg.backend = kinds[i];
+        if (evl_loop_new(&loop, &cfg) == 0) {
+            printf("%s\n", evl_backend_name(loop));
+            evl_loop_close(loop);
+        }
+    }
+}
+
+/* --list: the case names; --backends: the backends this machine has; NAME: run one case;
+   no argument: run them all. */
+static int check_main(int argc, char **argv, const check_case *cases, size_t n) {
+    size_t i;
+    int found = 0;
+    if (argc > 1 && strcmp(argv[1], "--list") == 0) {
+        for (i = 0; i < n; i++) printf("%s\n", cases[i].name);
+        return 0;
+    }
+    if (argc > 1 && strcmp(argv[1], "--backends") == 0) {
+        check_list_backends();
+        return 0;
+    }
+    for (i = 0; i < n; i++) {
+        if (argc > 1 && strcmp(argv[1], cases[i].name) != 0) continue;
+        cases[i].fn();
+        printf("ok %s\n", cases[i].name);
+        fflush(stdout);
+        found = 1;
+    }
+    if (!found) {
+        fprintf(stderr, "no case named %s\n", argc > 1 ? argv[1] : "(none)");
+        return 2;
+    }
+    return 0;
+}
+
+#define CHECK_MAIN(table) \
+    int main(int argc, char **argv) { return check_main(argc, argv, table, sizeof table / sizeof table[0]); }
+
+#endif

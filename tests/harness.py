@@ -1,0 +1,64 @@
+"""Shared machinery of evloop's Python test harness (standard library only).
+
+The C test programs are built by `make` into $EVL_BUILD (default build/) and each case of each
+program runs as its own process, once per backend the machine has, with a timeout. Set
+EVL_TEST_WRAPPER to run every case under a tool (valgrind) and EVL_TEST_TIMEOUT_SCALE to give
+slow tools more time."""
+import os
+import shlex
+import subprocess
+import unittest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BUILD = os.path.join(ROOT, os.environ.get("EVL_BUILD", "build"))
+WRAPPER = shlex.split(os.environ.get("EVL_TEST_WRAPPER", ""))
+SCALE = float(os.environ.get("EVL_TEST_TIMEOUT_SCALE", "1"))
+_built = False
+
+
+def build():
+    """Builds the test programs and examples once per harness run."""
+    global _built
+    if not _built:
+        subprocess.run(["make", "-s", "-C", ROOT, "all", "BUILD=" + os.path.relpath(BUILD, ROOT)],
+                       check=True, timeout=600)
+        _built = True
+
+
+def program(name):
+    return os.path.join(BUILD, "tests", name)
+
+
+def run(argv, env=None, timeout=30, wrap=True):
+    """Runs argv with the wrapper and a scaled timeout; returns the CompletedProcess."""
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    cmd = (WRAPPER if wrap else []) + list(argv)
+    return subprocess.run(cmd, env=full_env, capture_output=True, text=True,
+                          timeout=timeout * SCALE)
+
+
+def backends():
+    """The backends this machine can run, as the test programs themselves report them."""
+    build()
+    out = run([program("test_loop"), "--backends"], wrap=False).stdout.split()
+    return out
+
+
+def add_cases(cls, prog, timeout=30, only_backends=None):
+    """Adds one test method per case of the C program `prog` and per backend to cls."""
+    build()
+    names = run([program(prog), "--list"], wrap=False).stdout.split()
+    for backend in only_backends or backends():
+        for name in names:
+            def method(self, name=name, backend=backend):
+                try:
+                    r = run([program(prog), name], env={"EVLOOP_BACKEND": backend},
+                            timeout=timeout)
+                except subprocess.TimeoutExpired:
+                    self.fail("%s %s on %s: timed out after %ss" % (prog, name, backend, timeout * SCALE))
+                self.assertEqual(r.returncode, 0, "%s %s on %s failed (exit %d):\n%s%s" % (
+                    prog, name, backend, r.returncode, r.stdout, r.stderr))
+                self.assertIn("ok " + name, r.stdout)
+            setattr(cls, "test_%s__%s__%s" % (prog, name, backend), method)
+    return cls
