@@ -199,6 +199,8 @@ typedef struct evl_config {
     int debug;             /* -1: from EVLOOP_DEBUG (what evl_config_init sets), 0 off, 1 on */
     evl_alloc_fn alloc;    /* NULL: EVL_MALLOC / EVL_REALLOC / EVL_FREE */
     void *alloc_ud;        /* passed to alloc */
+    size_t stack_size;     /* default task stack (0: 128 KiB) */
+    int stack_guard;       /* 0: one guard page below each task stack; -1: none */
 } evl_config;
 
 /* Fills cfg with the defaults. Thread-safe. */
@@ -274,6 +276,142 @@ EVL_API int evl_io_stop(evl_loop *loop, evl_io *w);
 /* 1 if w is started. Loop thread only. */
 EVL_API int evl_io_active(const evl_io *w);
 
+/* ---- tasks ---- */
+#ifndef EVL_NO_TASKS
+#include <sys/socket.h>
+
+typedef struct evl_task evl_task;               /* library-owned: holds the stack */
+typedef int (*evl_task_fn)(evl_loop *loop, void *arg);   /* 0 = success, negative = failure */
+typedef struct evl_task_opts {
+    const char *name;    /* copied (up to 31 bytes); NULL: "task-N" */
+    size_t stack_size;   /* 0: the loop's default (evl_config.stack_size) */
+} evl_task_opts;
+
+/* Spawns fn(loop, arg) as a task; out NULL = detached. It starts in the next drain. Loop thread. */
+EVL_API int evl_task_spawn(evl_loop *loop, evl_task **out, evl_task_fn fn, void *arg,
+                           const evl_task_opts *opts);
+/* Waits for t (from a task, unless t is done), stores its result, frees t. Loop thread. */
+EVL_API int evl_task_join(evl_loop *loop, evl_task *t, int *result);
+/* Cancels t: its current or next suspension returns -ECANCELED until it returns. Loop thread. */
+EVL_API int evl_task_cancel(evl_loop *loop, evl_task *t);
+/* 1 once t has returned (or was cancelled before it started). Loop thread only. */
+EVL_API int evl_task_done(const evl_task *t);
+/* The task running now, NULL outside a task. Loop thread only. */
+EVL_API evl_task *evl_task_current(const evl_loop *loop);
+/* The task's name. Loop thread only. */
+EVL_API const char *evl_task_name(const evl_task *t);
+/* Lets every other ready task and callback run once, then continues. Task only. */
+EVL_API int evl_yield(evl_loop *loop);
+/* Suspends the current task for delay. Task only. */
+EVL_API int evl_sleep(evl_loop *loop, evl_time delay);
+/* Tightens the task's deadline to the earlier of `at` and the current one; returns the one in
+   force before. Every suspension after the deadline returns -ETIMEDOUT. Task only. */
+EVL_API evl_time evl_deadline(evl_loop *loop, evl_time at);
+/* Puts back a deadline returned by evl_deadline (EVL_FOREVER: none). Task only. */
+EVL_API void evl_deadline_restore(evl_loop *loop, evl_time old);
+/* Opens a shield: until the matching end, cancellation and deadlines do not interrupt the
+   task's suspensions (they apply again afterwards). Nests. Task only. */
+EVL_API void evl_shield_begin(evl_loop *loop);
+/* Closes the innermost shield. Task only. */
+EVL_API void evl_shield_end(evl_loop *loop);
+
+/* Futures: a result (status, value) delivered once. */
+typedef struct evl_future evl_future;
+/* Creates a pending future. Loop thread only. */
+EVL_API int evl_future_new(evl_loop *loop, evl_future **out);
+/* Completes f with status and value, waking its waiters; -EALREADY if done. Loop thread. */
+EVL_API int evl_future_set(evl_loop *loop, evl_future *f, int status, void *value);
+/* evl_future_set from any thread; f must stay alive until it has been delivered. Thread-safe. */
+EVL_API int evl_future_set_threadsafe(evl_future *f, int status, void *value);
+/* Waits until f is done (from a task, unless it is done); returns its status. Loop thread. */
+EVL_API int evl_future_await(evl_loop *loop, evl_future *f, void **value);
+/* Runs cb(loop, arg) in a drain after f completes (at once queued if it is done). Loop thread. */
+EVL_API int evl_future_on_done(evl_loop *loop, evl_future *f, evl_cb cb, void *arg);
+/* Completes f with -ECANCELED; -EALREADY if done. Loop thread only. */
+EVL_API int evl_future_cancel(evl_loop *loop, evl_future *f);
+/* 1 once f is done. Loop thread only. */
+EVL_API int evl_future_done(const evl_future *f);
+/* Frees f; tasks still waiting get -ECANCELED. Loop thread only. */
+EVL_API void evl_future_free(evl_loop *loop, evl_future *f);
+
+/* Task groups: structured concurrency. */
+typedef struct evl_group evl_group;
+/* Creates an empty group. Loop thread only. */
+EVL_API int evl_group_new(evl_loop *loop, evl_group **out);
+/* Spawns a task owned by g. Loop thread only. */
+EVL_API int evl_group_spawn(evl_loop *loop, evl_group *g, evl_task_fn fn, void *arg,
+                            const evl_task_opts *opts);
+/* Waits for every task of g; the first failure cancels the others and is returned; a cancelled
+   waiter cancels the tasks, waits for them, and returns -ECANCELED. Task only. */
+EVL_API int evl_group_wait(evl_loop *loop, evl_group *g);
+/* Cancels what is still running in g and frees it; a waiter gets -ECANCELED. Loop thread. */
+EVL_API void evl_group_free(evl_loop *loop, evl_group *g);
+
+/* Events: a flag tasks can wait for. */
+typedef struct evl_event evl_event;
+/* Creates a cleared event. Loop thread only. */
+EVL_API int evl_event_new(evl_loop *loop, evl_event **out);
+/* Sets e and wakes every waiter. Loop thread only. */
+EVL_API void evl_event_set(evl_loop *loop, evl_event *e);
+/* Clears e. Loop thread only. */
+EVL_API void evl_event_clear(evl_loop *loop, evl_event *e);
+/* 1 if e is set. Loop thread only. */
+EVL_API int evl_event_is_set(const evl_event *e);
+/* Waits until e is set. Task only. */
+EVL_API int evl_event_wait(evl_loop *loop, evl_event *e);
+/* Frees e; waiters get -ECANCELED. Loop thread only. */
+EVL_API void evl_event_free(evl_loop *loop, evl_event *e);
+
+/* Semaphores: a counter tasks wait on, FIFO. */
+typedef struct evl_sem evl_sem;
+/* Creates a semaphore holding `count` units. Loop thread only. */
+EVL_API int evl_sem_new(evl_loop *loop, evl_sem **out, unsigned count);
+/* Takes one unit, waiting while there is none. Task only. */
+EVL_API int evl_sem_acquire(evl_loop *loop, evl_sem *s);
+/* Takes one unit if there is one, else -EAGAIN. Loop thread only. */
+EVL_API int evl_sem_try_acquire(evl_loop *loop, evl_sem *s);
+/* Gives one unit back, waking the first waiter. Loop thread only. */
+EVL_API void evl_sem_release(evl_loop *loop, evl_sem *s);
+/* Frees s; waiters get -ECANCELED. Loop thread only. */
+EVL_API void evl_sem_free(evl_loop *loop, evl_sem *s);
+
+/* Bounded queues of pointers, FIFO, with waiting on both ends: the backpressure primitive. */
+typedef struct evl_queue evl_queue;
+/* Creates a queue holding at most capacity (>= 1) items. Loop thread only. */
+EVL_API int evl_queue_new(evl_loop *loop, evl_queue **out, size_t capacity);
+/* Appends item, waiting while the queue is full. Task only. */
+EVL_API int evl_queue_put(evl_loop *loop, evl_queue *q, void *item);
+/* Appends item if there is room, else -EAGAIN. Loop thread only. */
+EVL_API int evl_queue_try_put(evl_loop *loop, evl_queue *q, void *item);
+/* Takes the oldest item, waiting while the queue is empty. Task only. */
+EVL_API int evl_queue_get(evl_loop *loop, evl_queue *q, void **item);
+/* Takes the oldest item if there is one, else -EAGAIN. Loop thread only. */
+EVL_API int evl_queue_try_get(evl_loop *loop, evl_queue *q, void **item);
+/* The number of items queued. Loop thread only. */
+EVL_API size_t evl_queue_len(const evl_queue *q);
+/* Frees q (the items are the caller's); waiters get -ECANCELED. Loop thread only. */
+EVL_API void evl_queue_free(evl_loop *loop, evl_queue *q);
+
+/* Task I/O on non-blocking fds: each suspends only the calling task and honours its
+   cancellation and deadline. Task only; outside a task they return -EPERM. */
+/* Waits until fd is ready for events; returns the ready events. */
+EVL_API int evl_wait_io(evl_loop *loop, int fd, int events);
+/* read(2) that waits for data; 0 at end of file. */
+EVL_API ssize_t evl_read(evl_loop *loop, int fd, void *buf, size_t len);
+/* Writes all of buf, waiting for room as needed; returns len. */
+EVL_API ssize_t evl_write_all(evl_loop *loop, int fd, const void *buf, size_t len);
+/* accept(2) that waits for a connection; the new fd is non-blocking and close-on-exec. */
+EVL_API int evl_accept(evl_loop *loop, int listen_fd, struct sockaddr *addr, socklen_t *len);
+/* connect(2) on a non-blocking socket that waits until the connection is made. */
+EVL_API int evl_connect(evl_loop *loop, int fd, const struct sockaddr *addr, socklen_t len);
+/* recvfrom(2) that waits for a datagram. */
+EVL_API ssize_t evl_recvfrom(evl_loop *loop, int fd, void *buf, size_t len, int flags,
+                             struct sockaddr *addr, socklen_t *addrlen);
+/* sendto(2) that waits for room. */
+EVL_API ssize_t evl_sendto(evl_loop *loop, int fd, const void *buf, size_t len, int flags,
+                           const struct sockaddr *addr, socklen_t addrlen);
+#endif /* EVL_NO_TASKS */
+
 #ifdef __cplusplus
 }
 #endif
@@ -327,6 +465,80 @@ EVL_API int evl_io_active(const evl_io *w);
 #ifndef EVL_NO_THREADS
 #include <pthread.h>
 #endif
+#ifndef EVL_NO_TASKS
+#include <signal.h>
+#include <stdio.h>
+#ifndef EVL_NO_MMAP
+#include <sys/mman.h>
+#endif
+#ifndef EVL_NO_TASKS
+/* The context switch: assembly where the architecture has it, ucontext elsewhere. */
+#if defined(EVL_CTX_UCONTEXT)
+#define EVL__CTX_UCONTEXT 1
+#elif defined(__x86_64__) && defined(__ELF__)
+#define EVL__CTX_ASM "x86-64"
+#elif defined(__i386__) && defined(__ELF__)
+#define EVL__CTX_ASM "i386"
+#elif defined(__aarch64__) && defined(__ELF__)
+#define EVL__CTX_ASM "aarch64"
+#elif defined(__arm__) && defined(__ELF__) && defined(__ARM_PCS_VFP)
+#define EVL__CTX_ASM "armv7"
+#elif defined(__riscv) && defined(__ELF__) && __riscv_xlen == 64 && defined(__riscv_float_abi_double)
+#define EVL__CTX_ASM "riscv64"
+#else
+#define EVL__CTX_UCONTEXT 1
+#endif
+
+#ifdef EVL__CTX_UCONTEXT
+#include <ucontext.h>
+typedef struct evl__ctx {
+    ucontext_t uc;
+} evl__ctx;
+#else
+typedef struct evl__ctx {
+    void *sp;
+} evl__ctx;
+#define EVL__ASM_FN(name) \
+    ".text\n.weak " #name "\n.hidden " #name "\n.type " #name ",%function\n" #name ":\n"
+#define EVL__ASM_END(name) ".size " #name ",.-" #name "\n"
+void evl__ctx_switch(evl__ctx *from, evl__ctx *to) __attribute__((visibility("hidden")));
+void evl__ctx_start(void) __attribute__((visibility("hidden")));
+#endif
+
+/* ---- sanitizer and Valgrind hooks: each switch is announced, so the tools follow it ---- */
+#if defined(__SANITIZE_ADDRESS__)
+#define EVL__ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define EVL__ASAN 1
+#endif
+#endif
+#if defined(__SANITIZE_THREAD__)
+#define EVL__TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define EVL__TSAN 1
+#endif
+#endif
+#ifdef EVL__ASAN
+void __sanitizer_start_switch_fiber(void **fake_stack_save, const void *bottom, size_t size);
+void __sanitizer_finish_switch_fiber(void *fake_stack_save, const void **bottom_old, size_t *size_old);
+#endif
+#ifdef EVL__TSAN
+void *__tsan_get_current_fiber(void);
+void *__tsan_create_fiber(unsigned flags);
+void __tsan_destroy_fiber(void *fiber);
+void __tsan_switch_to_fiber(void *fiber, unsigned flags);
+#endif
+#if defined(EVL_VALGRIND) || (defined(__has_include) && !defined(EVL_NO_VALGRIND))
+#if defined(EVL_VALGRIND) || __has_include(<valgrind/valgrind.h>)
+#include <valgrind/valgrind.h>
+#define EVL__VALGRIND 1
+#endif
+#endif
+#endif /* EVL_NO_TASKS */
+
+#endif /* EVL_NO_TASKS */
 
 #ifdef __cplusplus
 extern "C" {
@@ -367,6 +579,48 @@ typedef struct evl__fd {
 
 typedef struct evl__backend evl__backend;
 
+#ifndef EVL_NO_TASKS
+/* A task stack: `base` is what was mapped (guard page first), `lo` the usable bottom. */
+typedef struct evl__stack {
+    void *base, *lo;
+    size_t size, map_size;
+    unsigned valgrind_id;
+} evl__stack;
+
+/* A FIFO of waiting tasks, linked through the tasks themselves. */
+typedef struct evl__waitq {
+    evl_task *head, *tail;
+} evl__waitq;
+
+struct evl_task {
+    evl__ctx ctx;
+    evl_loop *loop;
+    evl_task_fn fn;
+    void *arg;
+    int state, result;
+    int woken;                 /* a wakeup is scheduled for the current suspension */
+    int wake_status;           /* what the suspension returns */
+    void *wake_value;          /* what a wakeup handed over (a future's value, a queue item) */
+    void *wait_item;           /* a waiting evl_queue_put's item */
+    int cancelled, shield, detached;
+    evl_time deadline;
+    evl_timer sleep_timer, deadline_timer;
+    evl_io io;
+    evl__waitq *wq;            /* the wait list the task is in, if any */
+    evl_task *wnext, *wprev;
+    evl__waitq joiners;
+    evl_group *group;
+    evl_task *gnext, *gprev;   /* siblings in the group */
+    evl_task *next, *prev;     /* the loop's task list (the free FIFO once released) */
+    evl__stack stack;
+    void *tsan_fiber;
+    unsigned long long id;
+    char name[32];
+};
+
+#define EVL__STACK_POOL 64
+#endif
+
 struct evl_loop {
     evl_alloc_fn alloc;
     void *alloc_ud;
@@ -406,6 +660,28 @@ struct evl_loop {
     int refs;               /* atomic: evl_loop_ref holds */
     int wake_rfd, wake_wfd;
     evl_io wake_io;
+
+    /* Ready-deque slots promised to future pushes that must not fail: one per live task
+       (its wakeups) and one per registered future callback. */
+    size_t ring_reserved;
+#ifndef EVL_NO_TASKS
+    evl_task *current;          /* the task running now; read by the overflow handler */
+    evl__ctx ctx;               /* the loop's own context while a task runs */
+    evl_task *tasks;            /* every task not yet released */
+    evl_task *task_free_head, *task_free_tail;
+    size_t tasks_alive;
+    unsigned long long task_seq;
+    size_t stack_size;
+    int stack_guard;
+    evl__stack stack_pool[EVL__STACK_POOL];
+    size_t stack_pool_len;
+    int guard_registered;
+    void *altstack;
+    size_t altstack_size;
+    const void *asan_stack_bottom;
+    size_t asan_stack_size;
+    void *tsan_loop_fiber;
+#endif
 };
 
 /* The interface every backend implements. `modify` changes the events registered for fd from
@@ -458,25 +734,35 @@ static int evl__grow(evl_loop *loop, void **arr, size_t *cap, size_t need, size_
 }
 
 /* ==== >>ready deque ==== */
-static int evl__ring_push(evl_loop *loop, evl__ring *r, evl_cb cb, void *arg) {
-    evl__job *j;
-    if (r->count == r->cap) {
-        /* Double and unwrap: the jobs from head to the old end move to the new end. */
-        size_t ncap = r->cap ? r->cap * 2 : 64, tail_part = r->cap - r->head;
-        evl__job *p = (evl__job *)evl__realloc(loop, r->jobs, ncap * sizeof *p);
-        if (!p) return -ENOMEM;
-        if (r->count && r->head) {
-            memmove(p + ncap - tail_part, p + r->head, tail_part * sizeof *p);
-            r->head = ncap - tail_part;
-        }
-        r->jobs = p;
-        r->cap = ncap;
+/* Grows the ring so that `extra` more pushes fit beside every reserved slot. Doubling keeps
+   the jobs in order: the part from head to the old end moves to the new end. */
+static int evl__ring_fit(evl_loop *loop, size_t extra) {
+    evl__ring *r = &loop->ready;
+    size_t need = r->count + loop->ring_reserved + extra, ncap = r->cap ? r->cap : 64;
+    evl__job *p;
+    if (need <= r->cap) return 0;
+    while (ncap < need) ncap *= 2;
+    p = (evl__job *)evl__realloc(loop, r->jobs, ncap * sizeof *p);
+    if (!p) return -ENOMEM;
+    if (r->count && r->head + r->count > r->cap) {
+        size_t tail_part = r->cap - r->head;
+        memmove(p + ncap - tail_part, p + r->head, tail_part * sizeof *p);
+        r->head = ncap - tail_part;
     }
+    r->jobs = p;
+    r->cap = ncap;
+    return 0;
+}
+
+/* Appends a job where room is known to exist (a reserved slot, or after evl__ring_fit). */
+static void evl__ring_put(evl_loop *loop, evl_cb cb, void *arg) {
+    evl__ring *r = &loop->ready;
+    evl__job *j;
+    EVL_ASSERT(r->count < r->cap);
     j = &r->jobs[(r->head + r->count) & (r->cap - 1)];
     j->cb = cb;
     j->arg = arg;
     r->count++;
-    return 0;
 }
 
 static evl__job evl__ring_pop(evl__ring *r) {
@@ -1353,6 +1639,1235 @@ static int evl__batch_run(evl_loop *loop, evl__batch *b) {
     return (int)b->len;
 }
 
+/* ==== >>context switch ==== */
+#ifndef EVL_NO_TASKS
+/* evl__ctx_switch(from, to) saves the callee-saved registers of the running context on its own
+   stack, stores its stack pointer in *from, loads the one in *to, restores that context's
+   registers and returns into it. Only what the ABI makes callee-saved is saved: the compiler
+   has already spilled everything else around the call. A new context gets a hand-built frame
+   whose return address is evl__ctx_start, which calls fn(arg) with the two values the frame
+   put in callee-saved registers. The symbols are weak and hidden, so identical copies from
+   several translation units merge and nothing is exported from a shared library. */
+#if defined(EVL__CTX_ASM) && defined(__x86_64__)
+/* Callee-saved: rbx, rbp, r12-r15, and the control bits of MXCSR and the x87 control word.
+   Frame, from the saved sp up: 8 pad, mxcsr, x87 cw, pad, r15, r14, r13, r12, rbx, rbp, ret. */
+__asm__(EVL__ASM_FN(evl__ctx_switch)
+        "pushq %rbp\n pushq %rbx\n pushq %r12\n pushq %r13\n pushq %r14\n pushq %r15\n"
+        "subq $16, %rsp\n stmxcsr 8(%rsp)\n fnstcw 12(%rsp)\n"
+        "movq %rsp, (%rdi)\n movq (%rsi), %rsp\n"
+        "ldmxcsr 8(%rsp)\n fldcw 12(%rsp)\n addq $16, %rsp\n"
+        "popq %r15\n popq %r14\n popq %r13\n popq %r12\n popq %rbx\n popq %rbp\n ret\n"
+        EVL__ASM_END(evl__ctx_switch)
+        EVL__ASM_FN(evl__ctx_start)
+        "movq %r12, %rdi\n callq *%r13\n ud2\n"
+        EVL__ASM_END(evl__ctx_start));
+enum { EVL__FRAME = 88, EVL__SLOT_RET = 64, EVL__SLOT_ARG = 40, EVL__SLOT_FN = 32 };
+static void evl__ctx_frame_extra(unsigned char *sp) {
+    uint32_t mxcsr = 0x1F80;   /* all exceptions masked, round to nearest */
+    uint16_t fpucw = 0x037F;   /* the same for the x87 unit, extended precision */
+    memcpy(sp + 8, &mxcsr, sizeof mxcsr);
+    memcpy(sp + 12, &fpucw, sizeof fpucw);
+}
+#elif defined(EVL__CTX_ASM) && defined(__i386__)
+/* Callee-saved: ebx, esi, edi, ebp and the x87 control word. Frame: cw, edi, esi, ebx, ebp, ret;
+   the start stub then pushes arg so that the call happens with esp 16-byte aligned. */
+__asm__(EVL__ASM_FN(evl__ctx_switch)
+        "movl 4(%esp), %eax\n movl 8(%esp), %edx\n"
+        "pushl %ebp\n pushl %ebx\n pushl %esi\n pushl %edi\n"
+        "subl $4, %esp\n fnstcw (%esp)\n"
+        "movl %esp, (%eax)\n movl (%edx), %esp\n"
+        "fldcw (%esp)\n addl $4, %esp\n"
+        "popl %edi\n popl %esi\n popl %ebx\n popl %ebp\n ret\n"
+        EVL__ASM_END(evl__ctx_switch)
+        EVL__ASM_FN(evl__ctx_start)
+        "pushl %esi\n calll *%edi\n ud2\n"
+        EVL__ASM_END(evl__ctx_start));
+enum { EVL__FRAME = 36, EVL__SLOT_RET = 20, EVL__SLOT_ARG = 8, EVL__SLOT_FN = 4 };
+static void evl__ctx_frame_extra(unsigned char *sp) {
+    uint16_t fpucw = 0x037F;
+    memcpy(sp, &fpucw, sizeof fpucw);
+}
+#elif defined(EVL__CTX_ASM) && defined(__aarch64__)
+/* Callee-saved: x19-x28, x29 (fp), x30 (lr) and the low halves of v8-v15 (d8-d15). */
+__asm__(EVL__ASM_FN(evl__ctx_switch)
+        "sub sp, sp, #176\n"
+        "stp x19, x20, [sp, #0]\n stp x21, x22, [sp, #16]\n stp x23, x24, [sp, #32]\n"
+        "stp x25, x26, [sp, #48]\n stp x27, x28, [sp, #64]\n stp x29, x30, [sp, #80]\n"
+        "stp d8, d9, [sp, #96]\n stp d10, d11, [sp, #112]\n stp d12, d13, [sp, #128]\n"
+        "stp d14, d15, [sp, #144]\n"
+        "mov x9, sp\n str x9, [x0]\n ldr x9, [x1]\n mov sp, x9\n"
+        "ldp x19, x20, [sp, #0]\n ldp x21, x22, [sp, #16]\n ldp x23, x24, [sp, #32]\n"
+        "ldp x25, x26, [sp, #48]\n ldp x27, x28, [sp, #64]\n ldp x29, x30, [sp, #80]\n"
+        "ldp d8, d9, [sp, #96]\n ldp d10, d11, [sp, #112]\n ldp d12, d13, [sp, #128]\n"
+        "ldp d14, d15, [sp, #144]\n"
+        "add sp, sp, #176\n ret\n"
+        EVL__ASM_END(evl__ctx_switch)
+        EVL__ASM_FN(evl__ctx_start)
+        "mov x0, x19\n blr x20\n brk #0\n"
+        EVL__ASM_END(evl__ctx_start));
+enum { EVL__FRAME = 176, EVL__SLOT_RET = 88, EVL__SLOT_ARG = 0, EVL__SLOT_FN = 8 };
+static void evl__ctx_frame_extra(unsigned char *sp) {
+    (void)sp;
+}
+#elif defined(EVL__CTX_ASM) && defined(__arm__)
+/* Callee-saved: r4-r11, lr and d8-d15 (r3 only pads the frame to 8 bytes). Written in ARM
+   state; `pop {..., pc}` interworks, so Thumb callers and Thumb task functions are fine. */
+__asm__(".syntax unified\n .arm\n"
+        EVL__ASM_FN(evl__ctx_switch)
+        "push {r3-r11, lr}\n vpush {d8-d15}\n"
+        "mov r2, sp\n str r2, [r0]\n ldr r2, [r1]\n mov sp, r2\n"
+        "vpop {d8-d15}\n pop {r3-r11, pc}\n"
+        EVL__ASM_END(evl__ctx_switch)
+        EVL__ASM_FN(evl__ctx_start)
+        "mov r0, r4\n blx r5\n 1: b 1b\n"
+        EVL__ASM_END(evl__ctx_start));
+enum { EVL__FRAME = 104, EVL__SLOT_RET = 100, EVL__SLOT_ARG = 68, EVL__SLOT_FN = 72 };
+static void evl__ctx_frame_extra(unsigned char *sp) {
+    (void)sp;
+}
+#elif defined(EVL__CTX_ASM) && defined(__riscv)
+/* Callee-saved: ra, s0-s11 and fs0-fs11 (the D extension). */
+__asm__(EVL__ASM_FN(evl__ctx_switch)
+        "addi sp, sp, -208\n"
+        "sd ra, 0(sp)\n sd s0, 8(sp)\n sd s1, 16(sp)\n sd s2, 24(sp)\n sd s3, 32(sp)\n"
+        "sd s4, 40(sp)\n sd s5, 48(sp)\n sd s6, 56(sp)\n sd s7, 64(sp)\n sd s8, 72(sp)\n"
+        "sd s9, 80(sp)\n sd s10, 88(sp)\n sd s11, 96(sp)\n"
+        "fsd fs0, 104(sp)\n fsd fs1, 112(sp)\n fsd fs2, 120(sp)\n fsd fs3, 128(sp)\n"
+        "fsd fs4, 136(sp)\n fsd fs5, 144(sp)\n fsd fs6, 152(sp)\n fsd fs7, 160(sp)\n"
+        "fsd fs8, 168(sp)\n fsd fs9, 176(sp)\n fsd fs10, 184(sp)\n fsd fs11, 192(sp)\n"
+        "sd sp, 0(a0)\n ld sp, 0(a1)\n"
+        "ld ra, 0(sp)\n ld s0, 8(sp)\n ld s1, 16(sp)\n ld s2, 24(sp)\n ld s3, 32(sp)\n"
+        "ld s4, 40(sp)\n ld s5, 48(sp)\n ld s6, 56(sp)\n ld s7, 64(sp)\n ld s8, 72(sp)\n"
+        "ld s9, 80(sp)\n ld s10, 88(sp)\n ld s11, 96(sp)\n"
+        "fld fs0, 104(sp)\n fld fs1, 112(sp)\n fld fs2, 120(sp)\n fld fs3, 128(sp)\n"
+        "fld fs4, 136(sp)\n fld fs5, 144(sp)\n fld fs6, 152(sp)\n fld fs7, 160(sp)\n"
+        "fld fs8, 168(sp)\n fld fs9, 176(sp)\n fld fs10, 184(sp)\n fld fs11, 192(sp)\n"
+        "addi sp, sp, 208\n ret\n"
+        EVL__ASM_END(evl__ctx_switch)
+        EVL__ASM_FN(evl__ctx_start)
+        "mv a0, s1\n jalr s2\n ebreak\n"
+        EVL__ASM_END(evl__ctx_start));
+enum { EVL__FRAME = 208, EVL__SLOT_RET = 0, EVL__SLOT_ARG = 16, EVL__SLOT_FN = 24 };
+static void evl__ctx_frame_extra(unsigned char *sp) {
+    (void)sp;
+}
+#endif
+
+#ifdef EVL__CTX_UCONTEXT
+/* makecontext passes int arguments only: the pointers travel as two 32-bit halves. */
+static void evl__ctx_trampoline(unsigned fn_hi, unsigned fn_lo, unsigned arg_hi, unsigned arg_lo) {
+    uintptr_t fn = ((uintptr_t)fn_hi << 16 << 16) | fn_lo;
+    uintptr_t arg = ((uintptr_t)arg_hi << 16 << 16) | arg_lo;
+    ((void (*)(void *))fn)((void *)arg);
+}
+
+static int evl__ctx_make(evl__ctx *c, void *stack, size_t size, void (*fn)(void *), void *arg) {
+    uintptr_t f = (uintptr_t)fn, a = (uintptr_t)arg;
+    if (getcontext(&c->uc) < 0) return -errno;
+    c->uc.uc_stack.ss_sp = stack;
+    c->uc.uc_stack.ss_size = size;
+    c->uc.uc_link = NULL;
+    makecontext(&c->uc, (void (*)(void))evl__ctx_trampoline, 4, (unsigned)(f >> 16 >> 16),
+                (unsigned)f, (unsigned)(a >> 16 >> 16), (unsigned)a);
+    return 0;
+}
+
+static void evl__ctx_switch(evl__ctx *from, evl__ctx *to) {
+    swapcontext(&from->uc, &to->uc);
+}
+#define EVL__CTX_NAME "ucontext"
+#else
+static int evl__ctx_make(evl__ctx *c, void *stack, size_t size, void (*fn)(void *), void *arg) {
+    uintptr_t top = ((uintptr_t)stack + size) & ~(uintptr_t)15;
+    unsigned char *sp = (unsigned char *)(top - EVL__FRAME);
+    uintptr_t ret = (uintptr_t)&evl__ctx_start, f = (uintptr_t)fn, a = (uintptr_t)arg;
+    memset(sp, 0, EVL__FRAME);
+    memcpy(sp + EVL__SLOT_RET, &ret, sizeof ret);
+    memcpy(sp + EVL__SLOT_FN, &f, sizeof f);
+    memcpy(sp + EVL__SLOT_ARG, &a, sizeof a);
+    evl__ctx_frame_extra(sp);
+    c->sp = sp;
+    return 0;
+}
+#define EVL__CTX_NAME EVL__CTX_ASM
+#endif
+
+#endif /* EVL_NO_TASKS */
+
+/* ==== >>tasks ==== */
+#ifndef EVL_NO_TASKS
+/* A task runs on its own stack and always switches to and from the loop's context, never
+   directly to another task: a suspension returns to the code that resumed the task, which is
+   either the drain (a task woken by another task or by evl_yield waits in the ready deque like
+   any callback) or the internal callback of a timer or I/O watcher, which resumes the task at
+   once so that an I/O wakeup costs no extra iteration. After a wakeup the task never touches
+   the object it waited on: whatever it waited for (a value, an item, a unit) is handed over at
+   wakeup time, so the object may be freed in between. */
+enum { EVL__T_FREE, EVL__T_NEW, EVL__T_RUNNING, EVL__T_SUSPENDED, EVL__T_DONE };
+
+#define EVL__STACK_MIN 16384
+
+static void evl__task_run_cb(evl_loop *loop, void *arg);
+static int evl__iterate(evl_loop *loop, evl_time max_wait, int exit_when_idle);
+
+/* ---- stacks: guarded mmap'd regions, committed lazily by the kernel, pooled for reuse ---- */
+#ifdef EVL__ASAN
+void __asan_unpoison_memory_region(void const volatile *addr, size_t size);
+#endif
+
+static size_t evl__page_size(void) {
+#ifndef EVL_NO_MMAP
+    long p = sysconf(_SC_PAGESIZE);
+    return p > 0 ? (size_t)p : 4096;
+#else
+    return 64;
+#endif
+}
+
+static int evl__stack_map(evl_loop *loop, evl__stack *s, size_t size) {
+#ifndef EVL_NO_MMAP
+    size_t guard = loop->stack_guard ? evl__page_size() : 0;
+    void *map = mmap(NULL, size + guard, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (map == MAP_FAILED) return -errno;
+    /* Each guarded stack costs two kernel mappings: see vm.max_map_count in the manual. */
+    if (guard && mprotect(map, guard, PROT_NONE) < 0) {
+        int err = -errno;
+        munmap(map, size + guard);
+        return err;
+    }
+    s->base = map;
+    s->lo = (unsigned char *)map + guard;
+    s->map_size = size + guard;
+#else
+    void *mem = evl__realloc(loop, NULL, size);
+    if (!mem) return -ENOMEM;
+    s->base = s->lo = mem;
+    s->map_size = size;
+#endif
+    s->size = size;
+#ifdef EVL__VALGRIND
+    s->valgrind_id = VALGRIND_STACK_REGISTER(s->lo, (unsigned char *)s->lo + size);
+#endif
+    return 0;
+}
+
+static void evl__stack_unmap(evl_loop *loop, evl__stack *s) {
+#ifdef EVL__VALGRIND
+    VALGRIND_STACK_DEREGISTER(s->valgrind_id);
+#endif
+#ifndef EVL_NO_MMAP
+    (void)loop;
+    munmap(s->base, s->map_size);
+#else
+    evl__free(loop, s->base);
+#endif
+    s->base = NULL;
+}
+
+static int evl__stack_get(evl_loop *loop, evl__stack *s, size_t size) {
+    size_t page = evl__page_size();
+    size = (size + page - 1) / page * page;
+    if (size == loop->stack_size && loop->stack_pool_len) {
+        *s = loop->stack_pool[--loop->stack_pool_len];
+        return 0;
+    }
+    return evl__stack_map(loop, s, size);
+}
+
+static void evl__stack_put(evl_loop *loop, evl__stack *s) {
+#ifdef EVL__ASAN
+    /* Frames that never returned (the task's last ones) leave poisoned shadow behind. */
+    __asan_unpoison_memory_region(s->lo, s->size);
+#endif
+    if (s->size == loop->stack_size && loop->stack_pool_len < EVL__STACK_POOL)
+        loop->stack_pool[loop->stack_pool_len++] = *s;
+    else
+        evl__stack_unmap(loop, s);
+    s->base = NULL;
+}
+
+/* ---- stack overflow: a SIGSEGV in a running task's guard page is named, not silent ---- */
+#ifndef EVL_NO_MMAP
+/* The process-wide table of loops that run tasks; the fault handler looks for the loop whose
+   running task owns the faulting guard page. It is the one piece of global state besides the
+   signal routing table, and it is only written with atomic compare-and-swap. */
+#define EVL__GUARD_LOOPS 128
+static evl_loop *evl__guard_loops[EVL__GUARD_LOOPS];
+static int evl__guard_installed;
+static struct sigaction evl__guard_old;
+
+static void evl__write_str(const char *s) {
+    ssize_t r = write(2, s, strlen(s));
+    (void)r;
+}
+
+static void evl__write_num(size_t n) {
+    char buf[24];
+    int i = (int)sizeof buf;
+    buf[--i] = 0;
+    do buf[--i] = (char)('0' + n % 10); while ((n /= 10) && i > 0);
+    evl__write_str(buf + i);
+}
+
+static void evl__guard_handler(int sig, siginfo_t *info, void *uctx) {
+    unsigned char *addr = (unsigned char *)info->si_addr;
+    int i;
+    for (i = 0; i < EVL__GUARD_LOOPS; i++) {
+        evl_loop *loop = __atomic_load_n(&evl__guard_loops[i], __ATOMIC_ACQUIRE);
+        evl_task *t = loop ? __atomic_load_n(&loop->current, __ATOMIC_ACQUIRE) : NULL;
+        if (!t || t->stack.lo == t->stack.base) continue;
+        if (addr >= (unsigned char *)t->stack.base && addr < (unsigned char *)t->stack.lo) {
+            evl__write_str("evloop: stack overflow in task '");
+            evl__write_str(t->name);
+            evl__write_str("' (stack size ");
+            evl__write_num(t->stack.size);
+            evl__write_str(" bytes): give it a larger evl_task_opts.stack_size\n");
+            signal(SIGSEGV, SIG_DFL); /* returning re-runs the access, which now kills us */
+            return;
+        }
+    }
+    /* Not ours: hand it to whoever handled SIGSEGV before, or die the default way. */
+    if ((evl__guard_old.sa_flags & SA_SIGINFO) && evl__guard_old.sa_sigaction) {
+        evl__guard_old.sa_sigaction(sig, info, uctx);
+        return;
+    }
+    if (evl__guard_old.sa_handler != SIG_DFL && evl__guard_old.sa_handler != SIG_IGN &&
+        evl__guard_old.sa_handler != NULL) {
+        evl__guard_old.sa_handler(sig);
+        return;
+    }
+    signal(SIGSEGV, SIG_DFL);
+}
+
+/* The handler runs on an alternate stack (the task's own is exhausted). sigaltstack is per
+   thread: the loop installs one on the thread that spawns its first task, unless the thread
+   has one already. */
+static void evl__guard_setup(evl_loop *loop) {
+    stack_t ss;
+    int i;
+    if (loop->guard_registered) return;
+    loop->guard_registered = 1;
+    for (i = 0; i < EVL__GUARD_LOOPS; i++) {
+        evl_loop *expected = NULL;
+        if (__atomic_compare_exchange_n(&evl__guard_loops[i], &expected, loop, 0,
+                                        __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+            break;
+    }
+    if (sigaltstack(NULL, &ss) == 0 && (ss.ss_flags & SS_DISABLE)) {
+        size_t size = 65536;
+        void *mem = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (mem != MAP_FAILED) {
+            ss.ss_sp = mem;
+            ss.ss_size = size;
+            ss.ss_flags = 0;
+            if (sigaltstack(&ss, NULL) == 0) {
+                loop->altstack = mem;
+                loop->altstack_size = size;
+            } else {
+                munmap(mem, size);
+            }
+        }
+    }
+    if (!__atomic_exchange_n(&evl__guard_installed, 1, __ATOMIC_ACQ_REL)) {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_sigaction = evl__guard_handler;
+        sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGSEGV, &sa, &evl__guard_old);
+    }
+}
+
+static void evl__guard_teardown(evl_loop *loop) {
+    int i;
+    if (!loop->guard_registered) return;
+    for (i = 0; i < EVL__GUARD_LOOPS; i++) {
+        evl_loop *expected = loop;
+        if (__atomic_compare_exchange_n(&evl__guard_loops[i], &expected, NULL, 0,
+                                        __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+            break;
+    }
+    if (loop->altstack) {
+        /* Only the thread that installed the alternate stack can remove it; elsewhere it is
+           left in place (and its 64 KiB with it) rather than freed under that thread. */
+        stack_t cur, off;
+        if (sigaltstack(NULL, &cur) == 0 && cur.ss_sp == loop->altstack) {
+            memset(&off, 0, sizeof off);
+            off.ss_flags = SS_DISABLE;
+            if (sigaltstack(&off, NULL) == 0) munmap(loop->altstack, loop->altstack_size);
+        }
+        loop->altstack = NULL;
+    }
+}
+#else
+/* Without mmap there are no guard pages to watch. */
+static void evl__guard_setup(evl_loop *loop) {
+    (void)loop;
+}
+
+static void evl__guard_teardown(evl_loop *loop) {
+    (void)loop;
+}
+#endif /* EVL_NO_MMAP */
+
+/* ---- switching, announced to the sanitizers ---- */
+static void evl__switch_in(evl_loop *loop, evl_task *t) {
+#ifdef EVL__ASAN
+    void *fake = NULL;
+    __sanitizer_start_switch_fiber(&fake, t->stack.lo, t->stack.size);
+#endif
+#ifdef EVL__TSAN
+    loop->tsan_loop_fiber = __tsan_get_current_fiber();
+    __tsan_switch_to_fiber(t->tsan_fiber, 0);
+#endif
+    evl__ctx_switch(&loop->ctx, &t->ctx);
+#ifdef EVL__ASAN
+    __sanitizer_finish_switch_fiber(fake, NULL, NULL);
+#endif
+}
+
+/* `final`: the task is done and its stack will never run again. */
+static void evl__switch_out(evl_loop *loop, evl_task *t, int final) {
+#ifdef EVL__ASAN
+    void *fake = NULL;
+    __sanitizer_start_switch_fiber(final ? NULL : &fake, loop->asan_stack_bottom,
+                                   loop->asan_stack_size);
+#else
+    (void)final;
+#endif
+#ifdef EVL__TSAN
+    __tsan_switch_to_fiber(loop->tsan_loop_fiber, 0);
+#endif
+    evl__ctx_switch(&t->ctx, &loop->ctx);
+#ifdef EVL__ASAN
+    __sanitizer_finish_switch_fiber(fake, &loop->asan_stack_bottom, &loop->asan_stack_size);
+#endif
+}
+
+/* ---- wait lists ---- */
+static void evl__waitq_push(evl__waitq *q, evl_task *t) {
+    t->wq = q;
+    t->wnext = NULL;
+    t->wprev = q->tail;
+    if (q->tail) q->tail->wnext = t;
+    else q->head = t;
+    q->tail = t;
+}
+
+static void evl__waitq_remove(evl_task *t) {
+    evl__waitq *q = t->wq;
+    if (t->wprev) t->wprev->wnext = t->wnext;
+    else q->head = t->wnext;
+    if (t->wnext) t->wnext->wprev = t->wprev;
+    else q->tail = t->wprev;
+    t->wq = NULL;
+    t->wnext = t->wprev = NULL;
+}
+
+/* ---- the task lifecycle ---- */
+static void evl__task_resume(evl_loop *loop, evl_task *t);
+
+/* Schedules a suspended task to continue with `status` (and `value`). `now`: the caller is an
+   internal timer or I/O callback running on the loop's context, so the task may continue at
+   once; every other wakeup goes through the ready deque, so user calls never run task code
+   behind the caller's back. Only the first wakeup of a suspension counts. */
+static void evl__task_wake(evl_loop *loop, evl_task *t, int status, void *value, int now) {
+    if (t->state != EVL__T_SUSPENDED || t->woken) return;
+    if (t->wq) evl__waitq_remove(t);
+    t->woken = 1;
+    t->wake_status = status;
+    t->wake_value = value;
+    if (now && !loop->current) evl__task_resume(loop, t);
+    else evl__ring_put(loop, evl__task_run_cb, t);
+}
+
+static void evl__waitq_wake_all(evl_loop *loop, evl__waitq *q, int status) {
+    while (q->head) evl__task_wake(loop, q->head, status, NULL, 0);
+}
+
+static void evl__task_timer_cb(evl_loop *loop, void *arg) {
+    evl__task_wake(loop, (evl_task *)arg, 0, NULL, 1);
+}
+
+static void evl__task_deadline_cb(evl_loop *loop, void *arg) {
+    evl__task_wake(loop, (evl_task *)arg, -ETIMEDOUT, NULL, 1);
+}
+
+static void evl__task_io_cb(evl_loop *loop, void *arg, int events) {
+    evl__task_wake(loop, (evl_task *)arg, events, NULL, 1);
+}
+
+/* The current task if cancellation and its deadline allow it to suspend, else the error. */
+static int evl__task_enter(evl_loop *loop, evl_task **out) {
+    evl_task *t = loop->current;
+    *out = t;
+    if (!t) return -EPERM;
+    if (t->shield) return 0;
+    if (t->cancelled) return -ECANCELED;
+    if (t->deadline != EVL_FOREVER && t->deadline <= evl_now(loop)) return -ETIMEDOUT;
+    return 0;
+}
+
+/* Suspends t (the current task, past evl__task_enter) until it is woken, in the wait list q
+   if there is one; returns the wake status. Whatever the task waited on is disarmed here. */
+static int evl__task_suspend(evl_loop *loop, evl_task *t, evl__waitq *q) {
+    if (!t->shield && t->deadline != EVL_FOREVER) {
+        evl_time left = t->deadline - evl_now(loop);
+        if (evl_timer_start(loop, &t->deadline_timer, left > 0 ? left : 0, 0) < 0) return -ENOMEM;
+    }
+    if (q) evl__waitq_push(q, t);
+    t->state = EVL__T_SUSPENDED;
+    evl__switch_out(loop, t, 0);
+    evl_timer_stop(loop, &t->deadline_timer);
+    evl_timer_stop(loop, &t->sleep_timer);
+    evl_io_stop(loop, &t->io);
+    if (t->wq) evl__waitq_remove(t);
+    return t->wake_status;
+}
+
+static void evl__task_main(void *arg) {
+    evl_task *t = (evl_task *)arg;
+    evl_loop *loop = t->loop;
+#ifdef EVL__ASAN
+    __sanitizer_finish_switch_fiber(NULL, &loop->asan_stack_bottom, &loop->asan_stack_size);
+#endif
+    t->result = t->fn(loop, t->arg);
+    t->state = EVL__T_DONE;
+    evl__switch_out(loop, t, 1);
+    EVL_ASSERT(!"a finished task was resumed");
+}
+
+static void evl__group_child_done(evl_loop *loop, evl_task *t);
+
+static void evl__task_release(evl_loop *loop, evl_task *t) {
+    if (t->prev) t->prev->next = t->next;
+    else loop->tasks = t->next;
+    if (t->next) t->next->prev = t->prev;
+    /* Freed structs wait in a FIFO before reuse, so a stale pointer stays recognisably dead
+       (evl_task_cancel returns -ESRCH) for as long as possible. */
+    t->state = EVL__T_FREE;
+    t->next = NULL;
+    if (loop->task_free_tail) loop->task_free_tail->next = t;
+    else loop->task_free_head = t;
+    loop->task_free_tail = t;
+}
+
+/* A task has returned (or was cancelled before it started): release what it used and tell
+   whoever is interested. */
+static void evl__task_finish(evl_loop *loop, evl_task *t) {
+    if (t->stack.base) evl__stack_put(loop, &t->stack);
+#ifdef EVL__TSAN
+    __tsan_destroy_fiber(t->tsan_fiber);
+#endif
+    loop->tasks_alive--;
+    loop->ring_reserved--;
+    if (t->group) {
+        evl__group_child_done(loop, t);
+    } else if (t->detached) {
+        if (t->result < 0 && t->result != -ECANCELED) {
+            evl__write_str("evloop: detached task '");
+            evl__write_str(t->name);
+            evl__write_str("' failed: ");
+            evl__write_str(evl_strerror(t->result));
+            evl__write_str("\n");
+        }
+        evl__task_release(loop, t);
+    } else {
+        evl__waitq_wake_all(loop, &t->joiners, 0);
+    }
+}
+
+static void evl__task_resume(evl_loop *loop, evl_task *t) {
+    t->woken = 0;
+    if (t->state == EVL__T_NEW && t->cancelled) {
+        /* Cancelled before it ran: like asyncio, its function never starts. */
+        t->result = -ECANCELED;
+        t->state = EVL__T_DONE;
+        evl__task_finish(loop, t);
+        return;
+    }
+    t->state = EVL__T_RUNNING;
+    __atomic_store_n(&loop->current, t, __ATOMIC_RELEASE);
+    evl__switch_in(loop, t);
+    __atomic_store_n(&loop->current, (evl_task *)NULL, __ATOMIC_RELEASE);
+    if (t->state == EVL__T_DONE) evl__task_finish(loop, t);
+}
+
+static void evl__task_run_cb(evl_loop *loop, void *arg) {
+    evl__task_resume(loop, (evl_task *)arg);
+}
+
+static evl_task *evl__task_alloc(evl_loop *loop) {
+    evl_task *t = loop->task_free_head;
+    if (t) {
+        loop->task_free_head = t->next;
+        if (!loop->task_free_head) loop->task_free_tail = NULL;
+    } else {
+        t = (evl_task *)evl__realloc(loop, NULL, sizeof *t);
+        if (!t) return NULL;
+    }
+    memset(t, 0, sizeof *t);
+    return t;
+}
+
+int evl_task_spawn(evl_loop *loop, evl_task **out, evl_task_fn fn, void *arg,
+                   const evl_task_opts *opts) {
+    size_t size = opts && opts->stack_size ? opts->stack_size : loop->stack_size;
+    evl_task *t;
+    int err;
+    EVL_ASSERT(loop);
+    if (out) *out = NULL;
+    if (!fn || size < EVL__STACK_MIN) return -EINVAL;
+    /* Reserve the task's place in the ready deque first: its wakeups then never allocate. */
+    if (evl__ring_fit(loop, 1) < 0) return -ENOMEM;
+    t = evl__task_alloc(loop);
+    if (!t) return -ENOMEM;
+    err = evl__stack_get(loop, &t->stack, size);
+    if (err == 0) err = evl__ctx_make(&t->ctx, t->stack.lo, t->stack.size, evl__task_main, t);
+    if (err < 0) {
+        if (t->stack.base) evl__stack_put(loop, &t->stack);
+        evl__task_release(loop, t);
+        return err;
+    }
+    evl__guard_setup(loop);
+    t->loop = loop;
+    t->fn = fn;
+    t->arg = arg;
+    t->detached = out == NULL;
+    t->deadline = EVL_FOREVER;
+    t->state = EVL__T_NEW;
+    t->id = ++loop->task_seq;
+    if (opts && opts->name) strncpy(t->name, opts->name, sizeof t->name - 1);
+    else snprintf(t->name, sizeof t->name, "task-%llu", (unsigned long long)t->id);
+    evl_timer_init(&t->sleep_timer, evl__task_timer_cb, t);
+    evl_timer_init(&t->deadline_timer, evl__task_deadline_cb, t);
+#ifdef EVL__TSAN
+    t->tsan_fiber = __tsan_create_fiber(0);
+#endif
+    t->next = loop->tasks;
+    t->prev = NULL;
+    if (loop->tasks) loop->tasks->prev = t;
+    loop->tasks = t;
+    loop->tasks_alive++;
+    loop->ring_reserved++;
+    t->woken = 1;
+    evl__ring_put(loop, evl__task_run_cb, t);
+    if (out) *out = t;
+    return 0;
+}
+
+int evl_task_join(evl_loop *loop, evl_task *t, int *result) {
+    evl_task *self;
+    int err;
+    EVL_ASSERT(loop);
+    if (!t || t->state == EVL__T_FREE) return -ESRCH;
+    if (t->detached || t->group) return -EINVAL;
+    if (t->state != EVL__T_DONE) {
+        if (t == loop->current) return -EDEADLK;
+        if (t->joiners.head) return -EBUSY;
+        err = evl__task_enter(loop, &self);
+        if (err < 0) return err;
+        err = evl__task_suspend(loop, self, &t->joiners);
+        if (err < 0) return err;
+    }
+    if (result) *result = t->result;
+    evl__task_release(loop, t);
+    return 0;
+}
+
+int evl_task_cancel(evl_loop *loop, evl_task *t) {
+    EVL_ASSERT(loop);
+    if (!t || t->state == EVL__T_FREE || t->state == EVL__T_DONE) return -ESRCH;
+    t->cancelled = 1;
+    if (t->state == EVL__T_SUSPENDED && !t->shield) evl__task_wake(loop, t, -ECANCELED, NULL, 0);
+    return 0;
+}
+
+int evl_task_done(const evl_task *t) {
+    return t && (t->state == EVL__T_DONE || t->state == EVL__T_FREE);
+}
+
+evl_task *evl_task_current(const evl_loop *loop) {
+    EVL_ASSERT(loop);
+    return loop->current;
+}
+
+const char *evl_task_name(const evl_task *t) {
+    return t ? t->name : "";
+}
+
+int evl_yield(evl_loop *loop) {
+    evl_task *t;
+    int err = evl__task_enter(loop, &t);
+    if (err < 0) return err;
+    t->state = EVL__T_SUSPENDED;
+    t->woken = 1;
+    t->wake_status = 0;
+    evl__ring_put(loop, evl__task_run_cb, t);
+    evl__switch_out(loop, t, 0);
+    return t->wake_status;
+}
+
+int evl_sleep(evl_loop *loop, evl_time delay) {
+    evl_task *t;
+    int err = evl__task_enter(loop, &t);
+    if (err < 0) return err;
+    if (delay < 0) return -EINVAL;
+    err = evl_timer_start(loop, &t->sleep_timer, delay, 0);
+    return err < 0 ? err : evl__task_suspend(loop, t, NULL);
+}
+
+evl_time evl_deadline(evl_loop *loop, evl_time at) {
+    evl_task *t = loop->current;
+    evl_time old;
+    if (!t) return EVL_FOREVER;
+    old = t->deadline;
+    if (at < old) t->deadline = at;
+    return old;
+}
+
+void evl_deadline_restore(evl_loop *loop, evl_time old) {
+    if (loop->current) loop->current->deadline = old;
+}
+
+void evl_shield_begin(evl_loop *loop) {
+    if (loop->current) loop->current->shield++;
+}
+
+void evl_shield_end(evl_loop *loop) {
+    if (loop->current && loop->current->shield > 0) loop->current->shield--;
+}
+
+/* ---- futures ---- */
+struct evl_future {
+    evl_loop *loop;
+    int done, status;
+    void *value;
+    evl__waitq waiters;
+    evl__job *callbacks;          /* on_done callbacks, each holding a ready-deque reservation */
+    size_t ncallbacks, callbacks_cap;
+    int ts_claimed;               /* atomic: evl_future_set_threadsafe was called */
+    int ts_in_flight;             /* its post has not run yet */
+    int free_requested;           /* freed while the post was in flight: free when it runs */
+    int ts_status;
+    void *ts_value;
+};
+
+int evl_future_new(evl_loop *loop, evl_future **out) {
+    evl_future *f;
+    EVL_ASSERT(loop);
+    if (!out) return -EINVAL;
+    f = (evl_future *)evl__realloc(loop, NULL, sizeof *f);
+    *out = f;
+    if (!f) return -ENOMEM;
+    memset(f, 0, sizeof *f);
+    f->loop = loop;
+    return 0;
+}
+
+int evl_future_set(evl_loop *loop, evl_future *f, int status, void *value) {
+    evl_task *t;
+    size_t i;
+    EVL_ASSERT(loop);
+    if (!f) return -EINVAL;
+    if (f->done) return -EALREADY;
+    f->done = 1;
+    f->status = status;
+    f->value = value;
+    while ((t = f->waiters.head) != NULL) evl__task_wake(loop, t, status, value, 0);
+    for (i = 0; i < f->ncallbacks; i++) {
+        loop->ring_reserved--;
+        evl__ring_put(loop, f->callbacks[i].cb, f->callbacks[i].arg);
+    }
+    f->ncallbacks = 0;
+    return 0;
+}
+
+static void evl__future_free_now(evl_loop *loop, evl_future *f) {
+    loop->ring_reserved -= f->ncallbacks;
+    evl__free(loop, f->callbacks);
+    evl__free(loop, f);
+}
+
+static void evl__future_ts_cb(evl_loop *loop, void *arg) {
+    evl_future *f = (evl_future *)arg;
+    f->ts_in_flight = 0;
+    if (f->free_requested) evl__future_free_now(loop, f);
+    else if (!f->done) evl_future_set(loop, f, f->ts_status, f->ts_value);
+}
+
+int evl_future_set_threadsafe(evl_future *f, int status, void *value) {
+    int err;
+    if (!f) return -EINVAL;
+    if (__atomic_exchange_n(&f->ts_claimed, 1, __ATOMIC_ACQ_REL)) return -EALREADY;
+    f->ts_status = status;
+    f->ts_value = value;
+    f->ts_in_flight = 1;
+    err = evl_call_soon_threadsafe(f->loop, evl__future_ts_cb, f);
+    if (err < 0) {
+        f->ts_in_flight = 0;
+        __atomic_store_n(&f->ts_claimed, 0, __ATOMIC_RELEASE);
+    }
+    return err;
+}
+
+int evl_future_await(evl_loop *loop, evl_future *f, void **value) {
+    evl_task *t;
+    int err;
+    EVL_ASSERT(loop);
+    if (!f) return -EINVAL;
+    if (!f->done) {
+        err = evl__task_enter(loop, &t);
+        if (err < 0) return err;
+        err = evl__task_suspend(loop, t, &f->waiters);
+        if (value) *value = t->wake_value;
+        return err;
+    }
+    if (value) *value = f->value;
+    return f->status;
+}
+
+int evl_future_on_done(evl_loop *loop, evl_future *f, evl_cb cb, void *arg) {
+    EVL_ASSERT(loop);
+    if (!f || !cb) return -EINVAL;
+    if (f->done) return evl_call_soon(loop, cb, arg);
+    if (evl__grow(loop, (void **)&f->callbacks, &f->callbacks_cap, f->ncallbacks + 1,
+                  sizeof *f->callbacks) < 0 ||
+        evl__ring_fit(loop, 1) < 0)
+        return -ENOMEM;
+    loop->ring_reserved++;
+    f->callbacks[f->ncallbacks].cb = cb;
+    f->callbacks[f->ncallbacks].arg = arg;
+    f->ncallbacks++;
+    return 0;
+}
+
+int evl_future_cancel(evl_loop *loop, evl_future *f) {
+    return evl_future_set(loop, f, -ECANCELED, NULL);
+}
+
+int evl_future_done(const evl_future *f) {
+    return f && f->done;
+}
+
+void evl_future_free(evl_loop *loop, evl_future *f) {
+    EVL_ASSERT(loop);
+    if (!f) return;
+    evl__waitq_wake_all(loop, &f->waiters, -ECANCELED);
+    if (f->ts_in_flight) f->free_requested = 1;
+    else evl__future_free_now(loop, f);
+}
+
+/* ---- groups ---- */
+struct evl_group {
+    evl_task *children;      /* linked through gnext/gprev */
+    size_t alive;
+    int first_error;
+    evl__waitq waiters;
+};
+
+int evl_group_new(evl_loop *loop, evl_group **out) {
+    evl_group *g;
+    EVL_ASSERT(loop);
+    if (!out) return -EINVAL;
+    g = (evl_group *)evl__realloc(loop, NULL, sizeof *g);
+    *out = g;
+    if (!g) return -ENOMEM;
+    memset(g, 0, sizeof *g);
+    return 0;
+}
+
+static void evl__group_cancel_children(evl_loop *loop, evl_group *g) {
+    evl_task *c;
+    for (c = g->children; c; c = c->gnext) evl_task_cancel(loop, c);
+}
+
+int evl_group_spawn(evl_loop *loop, evl_group *g, evl_task_fn fn, void *arg,
+                    const evl_task_opts *opts) {
+    evl_task *t;
+    int err;
+    EVL_ASSERT(loop);
+    if (!g) return -EINVAL;
+    err = evl_task_spawn(loop, &t, fn, arg, opts);
+    if (err < 0) return err;
+    t->group = g;
+    t->gnext = g->children;
+    if (g->children) g->children->gprev = t;
+    g->children = t;
+    g->alive++;
+    /* A group that already failed cancels newcomers too. */
+    if (g->first_error) evl_task_cancel(loop, t);
+    return 0;
+}
+
+static void evl__group_unlink(evl_group *g, evl_task *t) {
+    if (t->gprev) t->gprev->gnext = t->gnext;
+    else g->children = t->gnext;
+    if (t->gnext) t->gnext->gprev = t->gprev;
+    t->gnext = t->gprev = NULL;
+    t->group = NULL;
+}
+
+static void evl__group_child_done(evl_loop *loop, evl_task *t) {
+    evl_group *g = t->group;
+    evl__group_unlink(g, t);
+    g->alive--;
+    if (t->result < 0 && t->result != -ECANCELED && !g->first_error) {
+        g->first_error = t->result;
+        evl__group_cancel_children(loop, g);
+    }
+    evl__task_release(loop, t);
+    if (g->alive == 0) {
+        while (g->waiters.head) evl__task_wake(loop, g->waiters.head, g->first_error, g, 0);
+    }
+}
+
+int evl_group_wait(evl_loop *loop, evl_group *g) {
+    evl_task *t;
+    int err;
+    EVL_ASSERT(loop);
+    if (!g) return -EINVAL;
+    if (g->alive == 0) return g->first_error;
+    err = evl__task_enter(loop, &t);
+    if (err == -EPERM) return err;
+    if (err == 0) {
+        err = evl__task_suspend(loop, t, &g->waiters);
+        /* The group woke us with its result (value g), or it was freed under us. */
+        if (t->wake_value == g || (err == -ECANCELED && !t->cancelled)) return err;
+    }
+    /* The waiter was cancelled or timed out: so are the children, and it waits for them. */
+    evl__group_cancel_children(loop, g);
+    evl_shield_begin(loop);
+    evl__task_suspend(loop, t, &g->waiters);
+    evl_shield_end(loop);
+    return err;
+}
+
+void evl_group_free(evl_loop *loop, evl_group *g) {
+    EVL_ASSERT(loop);
+    if (!g) return;
+    /* Children still running are cancelled and become detached: they outlive the group. */
+    while (g->children) {
+        evl_task *c = g->children;
+        evl__group_unlink(g, c);
+        c->detached = 1;
+        evl_task_cancel(loop, c);
+    }
+    evl__waitq_wake_all(loop, &g->waiters, -ECANCELED);
+    evl__free(loop, g);
+}
+
+/* ---- events, semaphores, queues ---- */
+struct evl_event {
+    int set;
+    evl__waitq waiters;
+};
+
+int evl_event_new(evl_loop *loop, evl_event **out) {
+    EVL_ASSERT(loop);
+    if (!out) return -EINVAL;
+    *out = (evl_event *)evl__realloc(loop, NULL, sizeof **out);
+    if (!*out) return -ENOMEM;
+    memset(*out, 0, sizeof **out);
+    return 0;
+}
+
+void evl_event_set(evl_loop *loop, evl_event *e) {
+    e->set = 1;
+    evl__waitq_wake_all(loop, &e->waiters, 0);
+}
+
+void evl_event_clear(evl_loop *loop, evl_event *e) {
+    (void)loop;
+    e->set = 0;
+}
+
+int evl_event_is_set(const evl_event *e) {
+    return e->set;
+}
+
+int evl_event_wait(evl_loop *loop, evl_event *e) {
+    evl_task *t;
+    int err = evl__task_enter(loop, &t);
+    if (err < 0) return err;
+    return e->set ? 0 : evl__task_suspend(loop, t, &e->waiters);
+}
+
+void evl_event_free(evl_loop *loop, evl_event *e) {
+    if (!e) return;
+    evl__waitq_wake_all(loop, &e->waiters, -ECANCELED);
+    evl__free(loop, e);
+}
+
+struct evl_sem {
+    unsigned count;
+    evl__waitq waiters;
+};
+
+int evl_sem_new(evl_loop *loop, evl_sem **out, unsigned count) {
+    EVL_ASSERT(loop);
+    if (!out) return -EINVAL;
+    *out = (evl_sem *)evl__realloc(loop, NULL, sizeof **out);
+    if (!*out) return -ENOMEM;
+    memset(*out, 0, sizeof **out);
+    (*out)->count = count;
+    return 0;
+}
+
+int evl_sem_try_acquire(evl_loop *loop, evl_sem *s) {
+    (void)loop;
+    if (s->count == 0 || s->waiters.head) return -EAGAIN;
+    s->count--;
+    return 0;
+}
+
+int evl_sem_acquire(evl_loop *loop, evl_sem *s) {
+    evl_task *t;
+    int err = evl__task_enter(loop, &t);
+    if (err < 0) return err;
+    if (evl_sem_try_acquire(loop, s) == 0) return 0;
+    /* A release hands its unit straight to the first waiter (FIFO, no barging). */
+    return evl__task_suspend(loop, t, &s->waiters);
+}
+
+void evl_sem_release(evl_loop *loop, evl_sem *s) {
+    if (s->waiters.head) evl__task_wake(loop, s->waiters.head, 0, NULL, 0);
+    else s->count++;
+}
+
+void evl_sem_free(evl_loop *loop, evl_sem *s) {
+    if (!s) return;
+    evl__waitq_wake_all(loop, &s->waiters, -ECANCELED);
+    evl__free(loop, s);
+}
+
+struct evl_queue {
+    void **items;
+    size_t cap, head, len;
+    evl__waitq getters, putters;   /* a waiting putter keeps its item in wait_item */
+};
+
+int evl_queue_new(evl_loop *loop, evl_queue **out, size_t capacity) {
+    evl_queue *q;
+    EVL_ASSERT(loop);
+    if (!out || capacity == 0 || capacity > ((size_t)-1) / sizeof(void *) / 2) return -EINVAL;
+    q = (evl_queue *)evl__realloc(loop, NULL, sizeof *q);
+    *out = q;
+    if (!q) return -ENOMEM;
+    memset(q, 0, sizeof *q);
+    q->items = (void **)evl__realloc(loop, NULL, capacity * sizeof(void *));
+    if (!q->items) {
+        evl__free(loop, q);
+        *out = NULL;
+        return -ENOMEM;
+    }
+    q->cap = capacity;
+    return 0;
+}
+
+static void evl__queue_append(evl_queue *q, void *item) {
+    q->items[(q->head + q->len) % q->cap] = item;
+    q->len++;
+}
+
+int evl_queue_try_put(evl_loop *loop, evl_queue *q, void *item) {
+    if (q->getters.head) {
+        /* A getter waits, so the queue is empty: hand the item over directly. */
+        evl__task_wake(loop, q->getters.head, 0, item, 0);
+        return 0;
+    }
+    if (q->len == q->cap || q->putters.head) return -EAGAIN;
+    evl__queue_append(q, item);
+    return 0;
+}
+
+int evl_queue_put(evl_loop *loop, evl_queue *q, void *item) {
+    evl_task *t;
+    int err = evl__task_enter(loop, &t);
+    if (err < 0) return err;
+    if (evl_queue_try_put(loop, q, item) == 0) return 0;
+    t->wait_item = item;
+    return evl__task_suspend(loop, t, &q->putters);
+}
+
+int evl_queue_try_get(evl_loop *loop, evl_queue *q, void **item) {
+    if (q->len == 0) return -EAGAIN;
+    *item = q->items[q->head];
+    q->head = (q->head + 1) % q->cap;
+    q->len--;
+    if (q->putters.head) {
+        /* Room now: the first waiting putter's item goes in, and it continues. */
+        evl_task *p = q->putters.head;
+        evl__queue_append(q, p->wait_item);
+        evl__task_wake(loop, p, 0, NULL, 0);
+    }
+    return 0;
+}
+
+int evl_queue_get(evl_loop *loop, evl_queue *q, void **item) {
+    evl_task *t;
+    int err = evl__task_enter(loop, &t);
+    if (err < 0) return err;
+    if (evl_queue_try_get(loop, q, item) == 0) return 0;
+    err = evl__task_suspend(loop, t, &q->getters);
+    if (err == 0) *item = t->wake_value;
+    return err;
+}
+
+size_t evl_queue_len(const evl_queue *q) {
+    return q->len;
+}
+
+void evl_queue_free(evl_loop *loop, evl_queue *q) {
+    if (!q) return;
+    evl__waitq_wake_all(loop, &q->getters, -ECANCELED);
+    evl__waitq_wake_all(loop, &q->putters, -ECANCELED);
+    evl__free(loop, q->items);
+    evl__free(loop, q);
+}
+
+/* ---- task I/O ---- */
+int evl_wait_io(evl_loop *loop, int fd, int events) {
+    evl_task *t;
+    int err = evl__task_enter(loop, &t);
+    if (err < 0) return err;
+    evl_io_init(&t->io, fd, evl__task_io_cb, t);
+    err = evl_io_start(loop, &t->io, events);
+    return err < 0 ? err : evl__task_suspend(loop, t, NULL);
+}
+
+/* Every task I/O call is a checkpoint (cancellation and deadline are checked first, even when
+   the fd is ready), then tries the call and waits for readiness only on EAGAIN. */
+ssize_t evl_read(evl_loop *loop, int fd, void *buf, size_t len) {
+    evl_task *t;
+    int err = evl__task_enter(loop, &t);
+    if (err < 0) return err;
+    for (;;) {
+        ssize_t n = read(fd, buf, len);
+        if (n >= 0) return n;
+        if (errno == EINTR) continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK) return -errno;
+        err = evl_wait_io(loop, fd, EVL_READ);
+        if (err < 0) return err;
+    }
+}
+
+ssize_t evl_write_all(evl_loop *loop, int fd, const void *buf, size_t len) {
+    const char *p = (const char *)buf;
+    size_t done = 0;
+    evl_task *t;
+    int err = evl__task_enter(loop, &t);
+    if (err < 0) return err;
+    while (done < len) {
+        ssize_t n = write(fd, p + done, len - done);
+        if (n >= 0) {
+            done += (size_t)n;
+            continue;
+        }
+        if (errno == EINTR) continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK) return -errno;
+        err = evl_wait_io(loop, fd, EVL_WRITE);
+        if (err < 0) return err;
+    }
+    return (ssize_t)len;
+}
+
+int evl_accept(evl_loop *loop, int listen_fd, struct sockaddr *addr, socklen_t *len) {
+    evl_task *t;
+    int err = evl__task_enter(loop, &t);
+    if (err < 0) return err;
+    for (;;) {
+#ifdef __linux__
+        int fd = accept4(listen_fd, addr, len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+#else
+        int fd = accept(listen_fd, addr, len);
+        if (fd >= 0) {
+            fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+            fcntl(fd, F_SETFD, FD_CLOEXEC);
+        }
+#endif
+        if (fd >= 0) return fd;
+        if (errno == EINTR || errno == ECONNABORTED) continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK) return -errno;
+        err = evl_wait_io(loop, listen_fd, EVL_READ);
+        if (err < 0) return err;
+    }
+}
+
+int evl_connect(evl_loop *loop, int fd, const struct sockaddr *addr, socklen_t len) {
+    evl_task *t;
+    int so_error = 0;
+    socklen_t sl = sizeof so_error;
+    int err = evl__task_enter(loop, &t);
+    if (err < 0) return err;
+    if (connect(fd, addr, len) == 0) return 0;
+    if (errno != EINPROGRESS && errno != EINTR) return -errno;
+    err = evl_wait_io(loop, fd, EVL_WRITE);
+    if (err < 0) return err;
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &so_error, &sl) < 0) return -errno;
+    return -so_error;
+}
+
+ssize_t evl_recvfrom(evl_loop *loop, int fd, void *buf, size_t len, int flags,
+                     struct sockaddr *addr, socklen_t *addrlen) {
+    evl_task *t;
+    int err = evl__task_enter(loop, &t);
+    if (err < 0) return err;
+    for (;;) {
+        ssize_t n = recvfrom(fd, buf, len, flags, addr, addrlen);
+        if (n >= 0) return n;
+        if (errno == EINTR) continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK) return -errno;
+        err = evl_wait_io(loop, fd, EVL_READ);
+        if (err < 0) return err;
+    }
+}
+
+ssize_t evl_sendto(evl_loop *loop, int fd, const void *buf, size_t len, int flags,
+                   const struct sockaddr *addr, socklen_t addrlen) {
+    evl_task *t;
+    int err = evl__task_enter(loop, &t);
+    if (err < 0) return err;
+    for (;;) {
+        ssize_t n = sendto(fd, buf, len, flags, addr, addrlen);
+        if (n >= 0) return n;
+        if (errno == EINTR) continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK) return -errno;
+        err = evl_wait_io(loop, fd, EVL_WRITE);
+        if (err < 0) return err;
+    }
+}
+
+/* At close: every task still alive is cancelled and gets a few non-blocking iterations to
+   finish; those that do not (they wait in a shield, or ignore cancellation) are abandoned:
+   their stacks are freed without their cleanup running. */
+static void evl__tasks_close(evl_loop *loop) {
+    evl_task *t;
+    int i;
+    for (t = loop->tasks; t; t = t->next)
+        if (t->state != EVL__T_DONE) evl_task_cancel(loop, t);
+    for (i = 0; i < 64 && loop->tasks_alive; i++) evl__iterate(loop, 0, 0);
+    while ((t = loop->tasks) != NULL) {
+        evl_timer_stop(loop, &t->sleep_timer);
+        evl_timer_stop(loop, &t->deadline_timer);
+        evl_io_stop(loop, &t->io);
+        if (t->stack.base) evl__stack_put(loop, &t->stack);
+#ifdef EVL__TSAN
+        if (t->state != EVL__T_DONE) __tsan_destroy_fiber(t->tsan_fiber);
+#endif
+        evl__task_release(loop, t);
+    }
+    while ((t = loop->task_free_head) != NULL) {
+        loop->task_free_head = t->next;
+        evl__free(loop, t);
+    }
+    loop->task_free_tail = NULL;
+    while (loop->stack_pool_len) evl__stack_unmap(loop, &loop->stack_pool[--loop->stack_pool_len]);
+    evl__guard_teardown(loop);
+}
+#endif /* EVL_NO_TASKS */
+
 /* ==== >>loop ==== */
 static const char *evl__errnames(int err) {
     switch (err) {
@@ -1425,6 +2940,11 @@ int evl_loop_new(evl_loop **out, const evl_config *cfg) {
     loop->alloc_ud = cfg->alloc_ud;
     loop->backend = backend;
     loop->debug = cfg->debug < 0 ? evl__debug_from_env() : cfg->debug != 0;
+#ifndef EVL_NO_TASKS
+    loop->stack_size = cfg->stack_size ? cfg->stack_size : 128 * 1024;
+    loop->stack_size = (loop->stack_size + evl__page_size() - 1) / evl__page_size() * evl__page_size();
+    loop->stack_guard = cfg->stack_guard >= 0;
+#endif
     loop->wake_rfd = loop->wake_wfd = -1;
 #ifndef EVL_NO_THREADS
     if (pthread_mutex_init(&loop->inbox_lock, NULL) != 0) {
@@ -1452,6 +2972,9 @@ int evl_loop_close(evl_loop *loop) {
     size_t i;
     EVL_ASSERT(loop);
     if (loop->running) return -EDEADLK;
+#ifndef EVL_NO_TASKS
+    if (loop->backend_data) evl__tasks_close(loop);
+#endif
     /* Stop every handle still active so the caller's structs read as inactive afterwards. */
     for (i = 0; i < loop->heap_len; i++) loop->heap[i].timer->slot = 0;
     for (fd = 0; fd < loop->fds_cap; fd++) {
@@ -1505,7 +3028,9 @@ int evl_get_debug(const evl_loop *loop) {
 int evl_call_soon(evl_loop *loop, evl_cb cb, void *arg) {
     EVL_ASSERT(loop);
     if (!cb) return -EINVAL;
-    return evl__ring_push(loop, &loop->ready, cb, arg);
+    if (evl__ring_fit(loop, 1) < 0) return -ENOMEM;
+    evl__ring_put(loop, cb, arg);
+    return 0;
 }
 
 void evl_stop(evl_loop *loop) {
@@ -1527,6 +3052,9 @@ void evl_loop_unref(evl_loop *loop) {
 
 /* Something is left to wait for: evl_run keeps going. */
 static int evl__loop_alive(evl_loop *loop) {
+#ifndef EVL_NO_TASKS
+    if (loop->tasks_alive) return 1;
+#endif
     return loop->ready.count || loop->heap_len || loop->io_active ||
            __atomic_load_n(&loop->refs, __ATOMIC_SEQ_CST) ||
            __atomic_load_n(&loop->inbox_count, __ATOMIC_SEQ_CST);
