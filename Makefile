@@ -15,7 +15,7 @@ EXAMPLE_SRC := $(wildcard examples/*.c)
 TESTS       := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 EXAMPLES    := $(patsubst examples/%.c,$(BUILD)/examples/%,$(EXAMPLE_SRC))
 
-.PHONY: all test test-asan test-tsan test-valgrind demo install uninstall clean
+.PHONY: all test test-asan test-tsan test-valgrind test-cross demo install uninstall clean
 
 all: $(TESTS) $(EXAMPLES)
 
@@ -47,6 +47,23 @@ test-valgrind:
 	EVL_BUILD=build/valgrind EVL_TEST_TIMEOUT_SCALE=20 \
 	  EVL_TEST_WRAPPER="valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite,indirect" \
 	  $(PYTHON) -m unittest discover -s tests -p 'test_*.py' $(TESTFLAGS)
+
+# The behaviour tests on the other architectures (cross compiler + qemu-user), on one backend:
+# the context switch is what differs between them. Then the ucontext fallback, natively.
+CROSS := aarch64-linux-gnu:qemu-aarch64 arm-linux-gnueabihf:qemu-arm \
+         riscv64-linux-gnu:qemu-riscv64 i686-linux-gnu:qemu-i386
+CROSS_TESTS := -p 'test_[ct][oa]*.py'
+test-cross:
+	@for spec in $(CROSS); do triple=$${spec%%:*}; emu=$${spec##*:}; \
+	  echo "=== $$triple under $$emu"; \
+	  $(MAKE) -s CC=$$triple-gcc BUILD=build/cross-$$triple all || exit 1; \
+	  EVL_BUILD=build/cross-$$triple EVL_TEST_EMULATOR="$$emu -L /usr/$$triple" \
+	    EVL_TEST_BACKENDS=epoll EVL_TEST_TIMEOUT_SCALE=10 \
+	    $(PYTHON) -m unittest discover -s tests $(CROSS_TESTS) || exit 1; \
+	done
+	@echo "=== ucontext fallback"
+	$(MAKE) -s BUILD=build/ucontext CFLAGS="-O2 -g -DEVL_CTX_UCONTEXT" all
+	EVL_BUILD=build/ucontext $(PYTHON) -m unittest discover -s tests $(CROSS_TESTS)
 
 demo: $(BUILD)/examples/demo
 	./$(BUILD)/examples/demo

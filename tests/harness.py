@@ -2,8 +2,9 @@
 
 The C test programs are built by `make` into $EVL_BUILD (default build/) and each case of each
 program runs as its own process, once per backend the machine has, with a timeout. Set
-EVL_TEST_WRAPPER to run every case under a tool (valgrind) and EVL_TEST_TIMEOUT_SCALE to give
-slow tools more time."""
+EVL_TEST_WRAPPER to run every case under a tool (valgrind), EVL_TEST_EMULATOR to run every
+program under an emulator (qemu-user, for other architectures), EVL_TEST_BACKENDS to restrict
+the backends (comma-separated), and EVL_TEST_TIMEOUT_SCALE to give slow tools more time."""
 import os
 import shlex
 import subprocess
@@ -12,6 +13,8 @@ import unittest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILD = os.path.join(ROOT, os.environ.get("EVL_BUILD", "build"))
 WRAPPER = shlex.split(os.environ.get("EVL_TEST_WRAPPER", ""))
+EMULATOR = shlex.split(os.environ.get("EVL_TEST_EMULATOR", ""))
+ONLY_BACKENDS = [b for b in os.environ.get("EVL_TEST_BACKENDS", "").split(",") if b]
 SCALE = float(os.environ.get("EVL_TEST_TIMEOUT_SCALE", "1"))
 _built = False
 
@@ -33,7 +36,7 @@ def run(argv, env=None, timeout=30, wrap=True):
     """Runs argv with the wrapper and a scaled timeout; returns the CompletedProcess."""
     full_env = dict(os.environ)
     full_env.update(env or {})
-    cmd = (WRAPPER if wrap else []) + list(argv)
+    cmd = EMULATOR + (WRAPPER if wrap else []) + list(argv)
     return subprocess.run(cmd, env=full_env, capture_output=True, text=True,
                           timeout=timeout * SCALE)
 
@@ -42,7 +45,7 @@ def backends():
     """The backends this machine can run, as the test programs themselves report them."""
     build()
     out = run([program("test_loop"), "--backends"], wrap=False).stdout.split()
-    return out
+    return [b for b in out if not ONLY_BACKENDS or b in ONLY_BACKENDS]
 
 
 def add_cases(cls, prog, timeout=30, only_backends=None):

@@ -1,0 +1,228 @@
+/* micro.c - evloop's own hot paths, in nanoseconds per operation (median of several rounds).
+   The side-by-side comparison with libuv, libev, libevent, asyncio, uvloop and Boost.Context is
+   `make bench`; this program is its evloop half for the loop and task workloads.
+
+   Usage: micro [ROUNDS]   (default 5; the env var EVL_BENCH_SCALE divides the sizes) */
+#define EVLOOP_IMPLEMENTATION
+#include "evloop.h"
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static int scale = 1;
+
+static double now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* ---- 1. a chain of call_soon callbacks: each queues the next ---- */
+static long chain_left;
+static void chain_cb(evl_loop *loop, void *arg) {
+    if (--chain_left > 0) evl_call_soon(loop, chain_cb, arg);
+}
+
+static double bench_call_soon_chain(void) {
+    evl_loop *loop;
+    long n = 2000000 / scale;
+    double t0;
+    evl_loop_new(&loop, NULL);
+    chain_left = n;
+    t0 = now_ns();
+    evl_call_soon(loop, chain_cb, NULL);
+    evl_run(loop);
+    t0 = (now_ns() - t0) / (double)n;
+    evl_loop_close(loop);
+    return t0;
+}
+
+/* ---- 2. timers: start N with random deadlines in 0..500 ms, stop half, fire the rest ---- */
+static long fired;
+static void timer_cb(evl_loop *loop, void *arg) {
+    (void)loop;
+    (void)arg;
+    fired++;
+}
+
+static void bench_timers(double *start_ns, double *stop_ns, double *fire_ns) {
+    evl_loop *loop;
+    long n = 500000 / scale, i;
+    evl_timer *t = (evl_timer *)calloc((size_t)n, sizeof *t);
+    evl_time *delay = (evl_time *)malloc((size_t)n * sizeof *delay);
+    unsigned x = 12345;
+    double t0;
+    evl_loop_new(&loop, NULL);
+    for (i = 0; i < n; i++) {
+        x ^= x << 13, x ^= x >> 17, x ^= x << 5;
+        delay[i] = (evl_time)(x % 500000) * 1000;
+        evl_timer_init(&t[i], timer_cb, NULL);
+    }
+    t0 = now_ns();
+    for (i = 0; i < n; i++) evl_timer_start(loop, &t[i], delay[i], 0);
+    *start_ns = (now_ns() - t0) / (double)n;
+    t0 = now_ns();
+    for (i = 0; i < n; i += 2) evl_timer_stop(loop, &t[i]);
+    *stop_ns = (now_ns() - t0) / (double)(n / 2);
+    /* Wait until every remaining timer is due, then time the firing alone. */
+    {
+        struct timespec ts = {0, 510 * 1000000};
+        nanosleep(&ts, NULL);
+    }
+    fired = 0;
+    t0 = now_ns();
+    evl_run_once(loop, 0);
+    *fire_ns = (now_ns() - t0) / (double)(fired ? fired : 1);
+    evl_loop_close(loop);
+    free(t);
+    free(delay);
+}
+
+/* ---- 3a. raw context switch: two contexts bouncing, no loop involved ---- */
+static evl__ctx ctx_main, ctx_other;
+static long switches_left;
+static void bounce(void *arg) {
+    (void)arg;
+    for (;;) evl__ctx_switch(&ctx_other, &ctx_main);
+}
+
+static double bench_raw_switch(void) {
+    static char stack[65536];
+    long n = 10000000 / scale, i;
+    double t0;
+    evl__ctx_make(&ctx_other, stack, sizeof stack, bounce, NULL);
+    switches_left = n;
+    t0 = now_ns();
+    for (i = 0; i < n; i++) evl__ctx_switch(&ctx_main, &ctx_other);
+    return (now_ns() - t0) / (double)(2 * n); /* two switches per round trip */
+}
+
+/* ---- 3b. task-to-task hand-off through a queue of size 1 ---- */
+static long handoff_n;
+static int producer(evl_loop *loop, void *arg) {
+    long i;
+    for (i = 0; i < handoff_n; i++) evl_queue_put(loop, (evl_queue *)arg, (void *)(intptr_t)i);
+    return 0;
+}
+
+static int consumer(evl_loop *loop, void *arg) {
+    long i;
+    void *item;
+    for (i = 0; i < handoff_n; i++) evl_queue_get(loop, (evl_queue *)arg, &item);
+    return 0;
+}
+
+static double bench_handoff(void) {
+    evl_loop *loop;
+    evl_queue *q;
+    double t0;
+    handoff_n = 1000000 / scale;
+    evl_loop_new(&loop, NULL);
+    evl_queue_new(loop, &q, 1);
+    evl_task_spawn(loop, NULL, producer, q, NULL);
+    evl_task_spawn(loop, NULL, consumer, q, NULL);
+    t0 = now_ns();
+    evl_run(loop);
+    t0 = (now_ns() - t0) / (double)handoff_n;
+    evl_queue_free(loop, q);
+    evl_loop_close(loop);
+    return t0;
+}
+
+/* ---- 4. spawn and join of a short task, from a task ---- */
+static int short_task(evl_loop *loop, void *arg) {
+    (void)loop;
+    return (int)(intptr_t)arg;
+}
+
+static long spawn_n;
+static int spawner(evl_loop *loop, void *arg) {
+    long i;
+    int r;
+    (void)arg;
+    for (i = 0; i < spawn_n; i++) {
+        evl_task *t;
+        evl_task_spawn(loop, &t, short_task, (void *)(intptr_t)1, NULL);
+        evl_task_join(loop, t, &r);
+    }
+    return 0;
+}
+
+static double bench_spawn_join(void) {
+    evl_loop *loop;
+    double t0;
+    spawn_n = 500000 / scale;
+    evl_loop_new(&loop, NULL);
+    evl_task_spawn(loop, NULL, spawner, NULL, NULL);
+    t0 = now_ns();
+    evl_run(loop);
+    t0 = (now_ns() - t0) / (double)spawn_n;
+    evl_loop_close(loop);
+    return t0;
+}
+
+/* ---- 5. thread-safe posts: 4 threads x N posts ---- */
+#define POSTERS 4
+static long posts_per_thread, posts_seen;
+static evl_loop *post_loop;
+static void post_cb(evl_loop *loop, void *arg) {
+    (void)arg;
+    if (++posts_seen == POSTERS * posts_per_thread) evl_loop_unref(loop);
+}
+
+static void *poster(void *arg) {
+    long i;
+    (void)arg;
+    for (i = 0; i < posts_per_thread; i++) evl_call_soon_threadsafe(post_loop, post_cb, NULL);
+    return NULL;
+}
+
+static double bench_threadsafe(void) {
+    pthread_t th[POSTERS];
+    double t0;
+    int i;
+    posts_per_thread = 250000 / scale;
+    posts_seen = 0;
+    evl_loop_new(&post_loop, NULL);
+    evl_loop_ref(post_loop);
+    t0 = now_ns();
+    for (i = 0; i < POSTERS; i++) pthread_create(&th[i], NULL, poster, NULL);
+    evl_run(post_loop);
+    t0 = (now_ns() - t0) / (double)(POSTERS * posts_per_thread);
+    for (i = 0; i < POSTERS; i++) pthread_join(th[i], NULL);
+    evl_loop_close(post_loop);
+    return t0;
+}
+
+#define ROWS 9
+int main(int argc, char **argv) {
+    static const char *names[ROWS] = {"call_soon chain", "timer start", "timer stop", "timer fire",
+                                      "raw switch (" EVL__CTX_NAME ")", "task hand-off (queue of 1)",
+                                      "spawn + join", "thread-safe post (4 threads)", ""};
+    double v[ROWS][32];
+    int rounds = argc > 1 ? atoi(argv[1]) : 5, r, k;
+    if (getenv("EVL_BENCH_SCALE")) scale = atoi(getenv("EVL_BENCH_SCALE"));
+    if (scale < 1) scale = 1;
+    if (rounds < 1 || rounds > 32) rounds = 5;
+    for (r = 0; r < rounds; r++) {
+        v[0][r] = bench_call_soon_chain();
+        bench_timers(&v[1][r], &v[2][r], &v[3][r]);
+        v[4][r] = bench_raw_switch();
+        v[5][r] = bench_handoff();
+        v[6][r] = bench_spawn_join();
+        v[7][r] = bench_threadsafe();
+    }
+    printf("%-34s %10s   (median of %d rounds)\n", "workload", "ns/op", rounds);
+    for (k = 0; k < 8; k++) {
+        qsort(v[k], (size_t)rounds, sizeof(double), cmp_double);
+        printf("%-34s %10.1f\n", names[k], v[k][rounds / 2]);
+    }
+    return 0;
+}
