@@ -86,8 +86,13 @@
    --------
    Time. evl_time is int64_t nanoseconds of the monotonic clock. EVL_USEC, EVL_MSEC and EVL_SEC
    build durations; EVL_FOREVER is the largest time. Adding a huge delay saturates at
-   EVL_FOREVER, it never overflows. evl_now returns the loop's cached time: it is read once per
-   iteration (after the poll) and whenever a timer is started, so a timer never fires early.
+   EVL_FOREVER, it never overflows. evl_now returns the loop's cached time, as libuv and libev
+   do: it is read after each poll, and afresh on first use whenever the loop has been out of
+   evl_run / evl_run_once or skipped the read (an iteration with nothing but callbacks). A
+   timer's delay counts from that time, so it never fires before its deadline, and one started
+   outside the loop counts from the moment it was started. Inside a drain the cache is the
+   time the drain began: a callback that has run for long and then starts a timer should call
+   evl_now_update first if the delay must count from that moment.
 
    Iteration. evl_run repeats iterations until evl_stop is called or nothing is left to wait for
    (no queued callback, active timer, active I/O watcher, or evl_loop_ref hold). One iteration:
@@ -283,8 +288,18 @@ typedef enum evl_backend {
     EVL_BACKEND_SELECT
 } evl_backend;
 
+typedef struct evl_task evl_task;               /* library-owned: holds the stack */
+
 /* A realloc-like allocator: size 0 frees ptr (returns NULL), ptr NULL allocates. */
 typedef void *(*evl_alloc_fn)(void *ud, void *ptr, size_t size);
+
+/* Log levels and the log hook. The library prints nothing except through it; the default
+   writes warnings and errors to stderr. It may be called from the stall watchdog's thread. */
+enum { EVL_LOG_DEBUG, EVL_LOG_INFO, EVL_LOG_WARN, EVL_LOG_ERROR };
+typedef void (*evl_log_fn)(int level, const char *message, void *ud);
+
+/* Clocks: the monotonic clock, or a virtual one for tests (see the manual). */
+enum { EVL_CLOCK_MONOTONIC = 0, EVL_CLOCK_VIRTUAL = 1 };
 
 typedef struct evl_config {
     evl_backend backend;   /* AUTO: EVLOOP_BACKEND from the environment, else the best */
@@ -293,6 +308,10 @@ typedef struct evl_config {
     void *alloc_ud;        /* passed to alloc */
     size_t stack_size;     /* default task stack (0: 128 KiB) */
     int stack_guard;       /* 0: one guard page below each task stack; -1: none */
+    evl_time stall_threshold;  /* 0: no stall watchdog; else report a loop stuck this long */
+    int clock;             /* EVL_CLOCK_MONOTONIC (0) or EVL_CLOCK_VIRTUAL */
+    evl_log_fn log;        /* NULL: warnings and errors to stderr */
+    void *log_ud;          /* passed to log */
 } evl_config;
 
 /* Fills cfg with the defaults. Thread-safe. */
@@ -313,6 +332,9 @@ EVL_API void evl_loop_ref(evl_loop *loop);
 EVL_API void evl_loop_unref(evl_loop *loop);
 /* The loop's cached monotonic time. Loop thread only. */
 EVL_API evl_time evl_now(const evl_loop *loop);
+/* Reads the clock into the cache now (after a long callback, before starting a timer that
+   must count from this moment). Loop thread only. */
+EVL_API void evl_now_update(evl_loop *loop);
 /* "epoll", "kqueue", "poll" or "select". Thread-safe. */
 EVL_API const char *evl_backend_name(const evl_loop *loop);
 /* Turns debug mode on or off. Loop thread only. */
@@ -334,6 +356,8 @@ typedef struct evl_timer {
     evl_time repeat;   /* private: interval, 0 for a one-shot */
     uint64_t seq;      /* private: start order, breaks deadline ties */
     size_t slot;       /* private: heap index + 1, 0 when inactive */
+    const char *file;  /* where it was initialised (for debug reports), or NULL */
+    int line;
 } evl_timer;
 
 /* Prepares a timer; it is inactive until started. Thread-safe (touches only t). */
@@ -357,6 +381,8 @@ typedef struct evl_io {
     int active;           /* private */
     size_t pending;       /* private: index + 1 in the loop's pending list, 0 when not pending */
     struct evl_io *next;  /* private: the next watcher of the same fd */
+    const char *file;     /* where it was initialised (for debug reports), or NULL */
+    int line;
 } evl_io;
 
 /* Prepares a watcher of fd; it is inactive until started. Thread-safe (touches only w). */
@@ -368,11 +394,52 @@ EVL_API int evl_io_stop(evl_loop *loop, evl_io *w);
 /* 1 if w is started. Loop thread only. */
 EVL_API int evl_io_active(const evl_io *w);
 
+/* ---- error boundary, debug mode, observability ---- */
+/* What went wrong, handed to the exception handler. `task` is NULL when no task is involved;
+   `file` and `line` are the task's spawn site in debug mode (else NULL and 0). */
+typedef struct evl_exception {
+    const char *message;
+    int error;                 /* a negative errno; never -ECANCELED */
+    evl_task *task;
+    const char *task_name;
+    const char *file;
+    int line;
+} evl_exception;
+typedef void (*evl_exception_fn)(evl_loop *loop, const evl_exception *e, void *ud);
+/* Routes every error the loop cannot return to a caller to fn (NULL: the default). Loop thread. */
+EVL_API void evl_set_exception_handler(evl_loop *loop, evl_exception_fn fn, void *ud);
+/* Logs e as one line at EVL_LOG_ERROR; a custom handler may call it too. Loop thread only. */
+EVL_API void evl_default_exception_handler(evl_loop *loop, const evl_exception *e);
+/* Hands e to the loop's handler, as the loop does itself (-ECANCELED is dropped). Loop thread. */
+EVL_API void evl_call_exception_handler(evl_loop *loop, const evl_exception *e);
+
+/* A callback or task step that ran too long (debug mode). */
+typedef struct evl_slow_report {
+    const char *what;          /* "callback", "timer", "I/O watcher" or the task's name */
+    const char *file;          /* where it was registered or spawned, or NULL */
+    int line;
+    evl_time duration;
+} evl_slow_report;
+typedef void (*evl_slow_fn)(evl_loop *loop, const evl_slow_report *r, void *ud);
+/* Sets the slow-callback threshold (0: 100 ms) and receiver (NULL: log it). Loop thread only. */
+EVL_API void evl_set_slow_callback(evl_loop *loop, evl_time threshold, evl_slow_fn fn, void *ud);
+
+/* Counters and gauges of one loop. */
+typedef struct evl_stats {
+    uint64_t iterations, callbacks;        /* loop iterations; callbacks and task steps run */
+    uint64_t tasks_spawned;
+    size_t tasks_alive, timers, fds;       /* live tasks, active timers, watched fds */
+    size_t executor_queue, executor_busy;  /* queued jobs, busy threads (no executor yet: 0) */
+    evl_time lag_last, lag_max;            /* how late the last / the latest timer fired */
+    uint64_t slow_callbacks, stalls;       /* slow reports (debug), watchdog reports */
+} evl_stats;
+/* Fills *out. Loop thread only. */
+EVL_API void evl_loop_stats(const evl_loop *loop, evl_stats *out);
+
 /* ---- tasks ---- */
 #ifndef EVL_NO_TASKS
 #include <sys/socket.h>
 
-typedef struct evl_task evl_task;               /* library-owned: holds the stack */
 typedef int (*evl_task_fn)(evl_loop *loop, void *arg);   /* 0 = success, negative = failure */
 typedef struct evl_task_opts {
     const char *name;    /* copied (up to 31 bytes); NULL: "task-N" */
@@ -392,6 +459,11 @@ EVL_API int evl_task_done(const evl_task *t);
 EVL_API evl_task *evl_task_current(const evl_loop *loop);
 /* The task's name. Loop thread only. */
 EVL_API const char *evl_task_name(const evl_task *t);
+typedef void (*evl_task_hook)(evl_loop *loop, evl_task *t, int result, void *ud);
+/* Calls on_spawn (result 0) after each spawn and on_finish with the result when a task
+   returns; either may be NULL. The C counterpart of asyncio's task factory. Loop thread. */
+EVL_API void evl_set_task_hooks(evl_loop *loop, evl_task_hook on_spawn, evl_task_hook on_finish,
+                                void *ud);
 /* Lets every other ready task and callback run once, then continues. Task only. */
 EVL_API int evl_yield(evl_loop *loop);
 /* Suspends the current task for delay. Task only. */
@@ -504,6 +576,32 @@ EVL_API ssize_t evl_sendto(evl_loop *loop, int fd, const void *buf, size_t len, 
                            const struct sockaddr *addr, socklen_t addrlen);
 #endif /* EVL_NO_TASKS */
 
+/* ---- registration sites ---- */
+/* The calls that register a callback or spawn a task have variants that record the caller's
+   file and line for debug reports, and same-named macros that pass __FILE__ and __LINE__. The
+   functions stay real (take their address, or call `(evl_call_soon)(...)`); define
+   EVL_NO_SITE_MACROS to leave the macros out. */
+EVL_API int evl_call_soon_at(evl_loop *loop, evl_cb cb, void *arg, const char *file, int line);
+EVL_API void evl_timer_init_at(evl_timer *t, evl_cb cb, void *arg, const char *file, int line);
+EVL_API void evl_io_init_at(evl_io *w, int fd, evl_io_cb cb, void *arg, const char *file, int line);
+#ifndef EVL_NO_TASKS
+EVL_API int evl_task_spawn_at(evl_loop *loop, evl_task **out, evl_task_fn fn, void *arg,
+                              const evl_task_opts *opts, const char *file, int line);
+EVL_API int evl_group_spawn_at(evl_loop *loop, evl_group *g, evl_task_fn fn, void *arg,
+                               const evl_task_opts *opts, const char *file, int line);
+#endif
+#ifndef EVL_NO_SITE_MACROS
+#define evl_call_soon(loop, cb, arg) evl_call_soon_at(loop, cb, arg, __FILE__, __LINE__)
+#define evl_timer_init(t, cb, arg) evl_timer_init_at(t, cb, arg, __FILE__, __LINE__)
+#define evl_io_init(w, fd, cb, arg) evl_io_init_at(w, fd, cb, arg, __FILE__, __LINE__)
+#ifndef EVL_NO_TASKS
+#define evl_task_spawn(loop, out, fn, arg, opts) \
+    evl_task_spawn_at(loop, out, fn, arg, opts, __FILE__, __LINE__)
+#define evl_group_spawn(loop, g, fn, arg, opts) \
+    evl_group_spawn_at(loop, g, fn, arg, opts, __FILE__, __LINE__)
+#endif
+#endif
+
 #ifdef __cplusplus
 }
 #endif
@@ -519,6 +617,8 @@ EVL_API ssize_t evl_sendto(evl_loop *loop, int fd, const void *buf, size_t len, 
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -559,7 +659,6 @@ EVL_API ssize_t evl_sendto(evl_loop *loop, int fd, const void *buf, size_t len, 
 #endif
 #ifndef EVL_NO_TASKS
 #include <signal.h>
-#include <stdio.h>
 #ifndef EVL_NO_MMAP
 #include <sys/mman.h>
 #endif
@@ -701,12 +800,15 @@ struct evl_task {
     evl__waitq *wq;            /* the wait list the task is in, if any */
     evl_task *wnext, *wprev;
     evl__waitq joiners;
+    int join_claimed;          /* a joiner waits (or was woken and has yet to collect) */
     evl_group *group;
     evl_task *gnext, *gprev;   /* siblings in the group */
     evl_task *next, *prev;     /* the loop's task list (the free FIFO once released) */
     evl__stack stack;
     void *tsan_fiber;
     unsigned long long id;
+    const char *file;          /* spawn site (debug reports), or NULL */
+    int line;
     char name[32];
 };
 
@@ -756,7 +858,39 @@ struct evl_loop {
     /* Ready-deque slots promised to future pushes that must not fail: one per live task
        (its wakeups) and one per registered future callback. */
     size_t ring_reserved;
+
+    /* The error boundary, debug mode and what they measure. */
+    evl_exception_fn exc_fn;
+    void *exc_ud;
+    evl_log_fn log_fn;
+    void *log_ud;
+    evl_slow_fn slow_fn;
+    void *slow_ud;
+    evl_time slow_threshold;
+    int measure;                /* time every callback: debug mode or the stall watchdog */
+    evl_time step_t0;
+    int virtual_clock;
+    evl_time virtual_now;
+    evl_stats stats;
+    evl_time accept_reported;   /* last EMFILE report of evl_accept (once a second at most) */
+#ifndef EVL_NO_THREADS
+    pthread_t owner;            /* the thread that runs the loop (debug-mode checks) */
+    /* The stall watchdog: the loop publishes each step it starts (atomics); the watchdog
+       thread reports a step still running past the threshold. */
+    evl_time stall_threshold;
+    int watchdog_running, watchdog_stop;
+    pthread_t watchdog;
+    pthread_mutex_t watchdog_lock;
+    pthread_cond_t watchdog_cond;
+    evl_time step_started;      /* atomic: real time the current step began, 0 when none */
+    uint64_t stalls;            /* atomic: stalls the watchdog reported */
+    unsigned step_seq;          /* atomic: counts steps */
+    const char *step_what, *step_file;  /* atomic */
+    int step_line;              /* atomic */
+#endif
 #ifndef EVL_NO_TASKS
+    evl_task_hook on_spawn, on_finish;
+    void *hooks_ud;
     evl_task *current;          /* the task running now; read by the overflow handler */
     evl__ctx ctx;               /* the loop's own context while a task runs */
     evl_task *tasks;            /* every task not yet released */
@@ -792,6 +926,9 @@ struct evl__backend {
 };
 
 static void evl__io_feed(evl_loop *loop, int fd, int events);
+static void evl__measured_job(evl_loop *loop, evl__job j);
+static void evl__measured_io(evl_loop *loop, evl_io *w, int events);
+static void evl__measured_timer(evl_loop *loop, evl_timer *t);
 
 /* ==== >>memory ==== */
 static void *evl__default_alloc(void *ud, void *ptr, size_t size) {
@@ -822,6 +959,61 @@ static int evl__grow(evl_loop *loop, void **arr, size_t *cap, size_t need, size_
     if (!p) return -ENOMEM;
     *arr = p;
     *cap = ncap;
+    return 0;
+}
+
+/* ==== >>log and errors ==== */
+static void evl__log_default(int level, const char *message, void *ud) {
+    (void)ud;
+    if (level >= EVL_LOG_WARN) fprintf(stderr, "%s\n", message);
+}
+
+static void evl__log(evl_loop *loop, int level, const char *fmt, ...) {
+    char buf[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    loop->log_fn(level, buf, loop->log_ud);
+}
+
+void evl_set_exception_handler(evl_loop *loop, evl_exception_fn fn, void *ud) {
+    EVL_ASSERT(loop);
+    loop->exc_fn = fn;
+    loop->exc_ud = ud;
+}
+
+void evl_default_exception_handler(evl_loop *loop, const evl_exception *e) {
+    char where[256] = "";
+    EVL_ASSERT(loop && e);
+    if (e->task_name && e->file)
+        snprintf(where, sizeof where, " (task '%s' spawned at %s:%d)", e->task_name, e->file, e->line);
+    else if (e->task_name)
+        snprintf(where, sizeof where, " (task '%s')", e->task_name);
+    evl__log(loop, EVL_LOG_ERROR, "evloop: %s: %s%s", e->message ? e->message : "error",
+             evl_strerror(e->error), where);
+}
+
+void evl_call_exception_handler(evl_loop *loop, const evl_exception *e) {
+    EVL_ASSERT(loop && e);
+    if (e->error == -ECANCELED) return; /* a task told to finish did: not an error */
+    if (loop->exc_fn) loop->exc_fn(loop, e, loop->exc_ud);
+    else evl_default_exception_handler(loop, e);
+}
+
+/* Debug mode: a call that only the loop's thread may make, made from another thread, gets
+   -EPERM and a report instead of corrupting the loop. */
+static int evl__foreign_thread(evl_loop *loop, const char *call) {
+#ifndef EVL_NO_THREADS
+    if (loop->debug && !pthread_equal(loop->owner, pthread_self())) {
+        evl__log(loop, EVL_LOG_ERROR, "evloop: %s called from a thread that does not run the "
+                 "loop (use evl_call_soon_threadsafe): refused with -EPERM", call);
+        return -EPERM;
+    }
+#else
+    (void)loop;
+    (void)call;
+#endif
     return 0;
 }
 
@@ -946,8 +1138,9 @@ static evl_time evl__clock_read(void) {
     return (evl_time)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+/* The virtual clock stands still except where the loop moves it (see evl__iterate). */
 static void evl__time_update(evl_loop *loop) {
-    loop->now = evl__clock_read();
+    loop->now = loop->virtual_clock ? loop->virtual_now : evl__clock_read();
     loop->now_valid = 1;
 }
 
@@ -1515,18 +1708,25 @@ static int evl__io_dispatch(evl_loop *loop) {
         w->revents = 0;
         w->pending = 0;
         if (!ev) continue;
-        w->cb(loop, w->arg, ev);
+        if (loop->measure) evl__measured_io(loop, w, ev);
+        else w->cb(loop, w->arg, ev);
         ran++;
     }
     loop->pending_len = 0;
     return ran;
 }
 
-void evl_io_init(evl_io *w, int fd, evl_io_cb cb, void *arg) {
+void evl_io_init_at(evl_io *w, int fd, evl_io_cb cb, void *arg, const char *file, int line) {
     memset(w, 0, sizeof *w);
     w->fd = fd;
     w->cb = cb;
     w->arg = arg;
+    w->file = file;
+    w->line = line;
+}
+
+void (evl_io_init)(evl_io *w, int fd, evl_io_cb cb, void *arg) {
+    evl_io_init_at(w, fd, cb, arg, NULL, 0);
 }
 
 int evl_io_start(evl_loop *loop, evl_io *w, int events) {
@@ -1535,6 +1735,7 @@ int evl_io_start(evl_loop *loop, evl_io *w, int events) {
     if (!w || !w->cb) return -EINVAL;
     if (w->fd < 0) return -EBADF;
     if (!events || (events & ~(EVL_READ | EVL_WRITE))) return -EINVAL;
+    if (evl__foreign_thread(loop, "evl_io_start")) return -EPERM;
     was_active = w->active;
     err = evl__io_attach(loop, w, events);
     if (err == 0 && !was_active && w != &loop->wake_io) loop->io_active++;
@@ -1545,6 +1746,7 @@ int evl_io_stop(evl_loop *loop, evl_io *w) {
     EVL_ASSERT(loop);
     if (!w) return -EINVAL;
     if (!w->active) return 0;
+    if (evl__foreign_thread(loop, "evl_io_stop")) return -EPERM;
     evl__io_detach(loop, w);
     if (w != &loop->wake_io) loop->io_active--;
     return 0;
@@ -1555,15 +1757,22 @@ int evl_io_active(const evl_io *w) {
 }
 
 /* ==== >>timers ==== */
-void evl_timer_init(evl_timer *t, evl_cb cb, void *arg) {
+void evl_timer_init_at(evl_timer *t, evl_cb cb, void *arg, const char *file, int line) {
     memset(t, 0, sizeof *t);
     t->cb = cb;
     t->arg = arg;
+    t->file = file;
+    t->line = line;
+}
+
+void (evl_timer_init)(evl_timer *t, evl_cb cb, void *arg) {
+    evl_timer_init_at(t, cb, arg, NULL, 0);
 }
 
 int evl_timer_start(evl_loop *loop, evl_timer *t, evl_time delay, evl_time repeat) {
     EVL_ASSERT(loop);
     if (!t || !t->cb || delay < 0 || repeat < 0) return -EINVAL;
+    if (evl__foreign_thread(loop, "evl_timer_start")) return -EPERM;
     /* The iteration may have skipped the clock (nothing needed it): never start from a stale
        time, or the timer would fire early. */
     if (!loop->now_valid) evl__time_update(loop);
@@ -1574,7 +1783,9 @@ int evl_timer_start(evl_loop *loop, evl_timer *t, evl_time delay, evl_time repea
 int evl_timer_stop(evl_loop *loop, evl_timer *t) {
     EVL_ASSERT(loop);
     if (!t) return -EINVAL;
-    if (t->slot) evl__heap_remove(loop, t);
+    if (!t->slot) return 0;
+    if (evl__foreign_thread(loop, "evl_timer_stop")) return -EPERM;
+    evl__heap_remove(loop, t);
     return 0;
 }
 
@@ -1593,6 +1804,9 @@ static int evl__timers_dispatch(evl_loop *loop) {
         evl__heap_entry top = loop->heap[0];
         evl_timer *t = top.timer;
         if (top.when > loop->now || top.seq >= batch) break;
+        /* Loop lag: how late this timer fires. */
+        loop->stats.lag_last = loop->now - top.when;
+        if (loop->stats.lag_last > loop->stats.lag_max) loop->stats.lag_max = loop->stats.lag_last;
         if (t->repeat) {
             evl_time next = evl__time_add(top.when, t->repeat);
             if (next <= loop->now) next = evl__time_add(loop->now, t->repeat);
@@ -1600,7 +1814,8 @@ static int evl__timers_dispatch(evl_loop *loop) {
         } else {
             evl__heap_remove(loop, t);
         }
-        t->cb(loop, t->arg);
+        if (loop->measure) evl__measured_timer(loop, t);
+        else t->cb(loop, t->arg);
         ran++;
     }
     return ran;
@@ -1722,7 +1937,10 @@ static void evl__inbox_take(evl_loop *loop, evl__batch *b) {
 /* Runs a taken batch in posting order and keeps its storage as the next spare. */
 static int evl__batch_run(evl_loop *loop, evl__batch *b) {
     size_t i;
-    for (i = 0; i < b->len; i++) b->jobs[i].cb(loop, b->jobs[i].arg);
+    for (i = 0; i < b->len; i++) {
+        if (loop->measure) evl__measured_job(loop, b->jobs[i]);
+        else b->jobs[i].cb(loop, b->jobs[i].arg);
+    }
     if (b->jobs) {
         evl__free(loop, loop->inbox_spare);
         loop->inbox_spare = b->jobs;
@@ -2254,6 +2472,18 @@ static void evl__task_release(evl_loop *loop, evl_task *t) {
     loop->task_free_tail = t;
 }
 
+/* Hands an error that no caller can receive to the exception handler, naming the task. */
+static void evl__report(evl_loop *loop, const char *message, int error, evl_task *t) {
+    evl_exception e;
+    e.message = message;
+    e.error = error;
+    e.task = t;
+    e.task_name = t ? evl_task_name(t) : NULL;
+    e.file = t ? t->file : NULL;
+    e.line = t ? t->line : 0;
+    evl_call_exception_handler(loop, &e);
+}
+
 /* A task has returned (or was cancelled before it started): release what it used and tell
    whoever is interested. */
 static void evl__task_finish(evl_loop *loop, evl_task *t) {
@@ -2263,16 +2493,11 @@ static void evl__task_finish(evl_loop *loop, evl_task *t) {
 #endif
     loop->tasks_alive--;
     loop->ring_reserved--;
+    if (loop->on_finish) loop->on_finish(loop, t, t->result, loop->hooks_ud);
     if (t->group) {
         evl__group_child_done(loop, t);
     } else if (t->detached) {
-        if (t->result < 0 && t->result != -ECANCELED) {
-            evl__write_str("evloop: detached task '");
-            evl__write_str(evl_task_name(t));
-            evl__write_str("' failed: ");
-            evl__write_str(evl_strerror(t->result));
-            evl__write_str("\n");
-        }
+        if (t->result < 0) evl__report(loop, "detached task failed", t->result, t);
         evl__task_release(loop, t);
     } else {
         evl__waitq_wake_all(loop, &t->joiners, 0);
@@ -2312,14 +2537,15 @@ static evl_task *evl__task_alloc(evl_loop *loop) {
     return t;
 }
 
-int evl_task_spawn(evl_loop *loop, evl_task **out, evl_task_fn fn, void *arg,
-                   const evl_task_opts *opts) {
+int evl_task_spawn_at(evl_loop *loop, evl_task **out, evl_task_fn fn, void *arg,
+                      const evl_task_opts *opts, const char *file, int line) {
     size_t size = opts && opts->stack_size ? opts->stack_size : loop->stack_size;
     evl_task *t;
     int err;
     EVL_ASSERT(loop);
     if (out) *out = NULL;
     if (!fn || size < EVL__STACK_MIN) return -EINVAL;
+    if (evl__foreign_thread(loop, "evl_task_spawn")) return -EPERM;
     /* Reserve the task's place in the ready deque first: its wakeups then never allocate. */
     if (evl__ring_fit(loop, 1) < 0) return -ENOMEM;
     t = evl__task_alloc(loop);
@@ -2339,6 +2565,10 @@ int evl_task_spawn(evl_loop *loop, evl_task **out, evl_task_fn fn, void *arg,
     t->deadline = EVL_FOREVER;
     t->state = EVL__T_NEW;
     t->id = ++loop->task_seq;
+    if (loop->debug) {
+        t->file = file;
+        t->line = line;
+    }
     if (opts && opts->name) strncpy(t->name, opts->name, sizeof t->name - 1);
     evl_timer_init(&t->sleep_timer, evl__task_timer_cb, t);
     evl_timer_init(&t->deadline_timer, evl__task_deadline_cb, t);
@@ -2353,8 +2583,22 @@ int evl_task_spawn(evl_loop *loop, evl_task **out, evl_task_fn fn, void *arg,
     loop->ring_reserved++;
     t->woken = 1;
     evl__ring_put(loop, evl__task_run_cb, t);
+    loop->stats.tasks_spawned++;
     if (out) *out = t;
+    if (loop->on_spawn) loop->on_spawn(loop, t, 0, loop->hooks_ud);
     return 0;
+}
+
+int (evl_task_spawn)(evl_loop *loop, evl_task **out, evl_task_fn fn, void *arg,
+                     const evl_task_opts *opts) {
+    return evl_task_spawn_at(loop, out, fn, arg, opts, NULL, 0);
+}
+
+void evl_set_task_hooks(evl_loop *loop, evl_task_hook on_spawn, evl_task_hook on_finish, void *ud) {
+    EVL_ASSERT(loop);
+    loop->on_spawn = on_spawn;
+    loop->on_finish = on_finish;
+    loop->hooks_ud = ud;
 }
 
 int evl_task_join(evl_loop *loop, evl_task *t, int *result) {
@@ -2363,12 +2607,16 @@ int evl_task_join(evl_loop *loop, evl_task *t, int *result) {
     EVL_ASSERT(loop);
     if (!t || t->state == EVL__T_FREE) return -ESRCH;
     if (t->detached || t->group) return -EINVAL;
+    if (t->join_claimed) return -EBUSY;
     if (t->state != EVL__T_DONE) {
         if (t == loop->current) return -EDEADLK;
-        if (t->joiners.head) return -EBUSY;
         err = evl__task_enter(loop, &self);
         if (err < 0) return err;
+        /* The claim holds from now until this joiner has collected the result, including
+           the time between t's end and this joiner's turn to run. */
+        t->join_claimed = 1;
         err = evl__task_suspend(loop, self, &t->joiners);
+        t->join_claimed = 0;
         if (err < 0) return err;
     }
     if (result) *result = t->result;
@@ -2586,13 +2834,13 @@ static void evl__group_cancel_children(evl_loop *loop, evl_group *g) {
     for (c = g->children; c; c = c->gnext) evl_task_cancel(loop, c);
 }
 
-int evl_group_spawn(evl_loop *loop, evl_group *g, evl_task_fn fn, void *arg,
-                    const evl_task_opts *opts) {
+int evl_group_spawn_at(evl_loop *loop, evl_group *g, evl_task_fn fn, void *arg,
+                       const evl_task_opts *opts, const char *file, int line) {
     evl_task *t;
     int err;
     EVL_ASSERT(loop);
     if (!g) return -EINVAL;
-    err = evl_task_spawn(loop, &t, fn, arg, opts);
+    err = evl_task_spawn_at(loop, &t, fn, arg, opts, file, line);
     if (err < 0) return err;
     t->group = g;
     t->gnext = g->children;
@@ -2602,6 +2850,11 @@ int evl_group_spawn(evl_loop *loop, evl_group *g, evl_task_fn fn, void *arg,
     /* A group that already failed cancels newcomers too. */
     if (g->first_error) evl_task_cancel(loop, t);
     return 0;
+}
+
+int (evl_group_spawn)(evl_loop *loop, evl_group *g, evl_task_fn fn, void *arg,
+                      const evl_task_opts *opts) {
+    return evl_group_spawn_at(loop, g, fn, arg, opts, NULL, 0);
 }
 
 static void evl__group_unlink(evl_group *g, evl_task *t) {
@@ -2639,7 +2892,9 @@ int evl_group_wait(evl_loop *loop, evl_group *g) {
         /* The group woke us with its result (value g), or it was freed under us. */
         if (t->wake_value == g || (err == -ECANCELED && !t->cancelled)) return err;
     }
-    /* The waiter was cancelled or timed out: so are the children, and it waits for them. */
+    /* The waiter was cancelled or timed out: so are the children, and it waits for them
+       (unless the last one finished meanwhile). */
+    if (g->alive == 0) return err;
     evl__group_cancel_children(loop, g);
     evl_shield_begin(loop);
     evl__task_suspend(loop, t, &g->waiters);
@@ -2892,6 +3147,17 @@ int evl_accept(evl_loop *loop, int listen_fd, struct sockaddr *addr, socklen_t *
 #endif
         if (fd >= 0) return fd;
         if (errno == EINTR || errno == ECONNABORTED) continue;
+        if (errno == EMFILE || errno == ENFILE) {
+            /* The process is out of fds: the caller gets the error, and the exception handler
+               hears of it too (at most once a second), as asyncio logs it. */
+            int e = -errno;
+            evl_time now = evl_now(loop);
+            if (!loop->accept_reported || now - loop->accept_reported >= EVL_SEC(1)) {
+                loop->accept_reported = now;
+                evl__report(loop, "accept failed: out of file descriptors", e, t);
+            }
+            return e;
+        }
         if (errno != EAGAIN && errno != EWOULDBLOCK) return -errno;
         err = evl_wait_io(loop, listen_fd, EVL_READ);
         if (err < 0) return err;
@@ -2951,6 +3217,13 @@ static void evl__tasks_close(evl_loop *loop) {
     for (t = loop->tasks; t; t = t->next)
         if (t->state != EVL__T_DONE) evl_task_cancel(loop, t);
     for (i = 0; i < 64 && loop->tasks_alive; i++) evl__iterate(loop, 0, 0);
+    for (t = loop->tasks; t; t = t->next) {
+        if (t->state == EVL__T_DONE && t->result < 0)
+            evl__report(loop, "joinable task freed without its result collected", t->result, t);
+        else if (t->state != EVL__T_DONE && loop->debug)
+            evl__log(loop, EVL_LOG_WARN, "evloop: task '%s' still running when the loop closed: "
+                     "abandoned", evl_task_name(t));
+    }
     while ((t = loop->tasks) != NULL) {
         evl_timer_stop(loop, &t->sleep_timer);
         evl_timer_stop(loop, &t->deadline_timer);
@@ -2970,6 +3243,213 @@ static void evl__tasks_close(evl_loop *loop) {
     evl__guard_teardown(loop);
 }
 #endif /* EVL_NO_TASKS */
+
+/* ==== >>debug mode and the stall watchdog ==== */
+/* In debug mode every callback and task step is timed, and one that runs past the slow
+   threshold is reported with what it was and where it was registered. With a stall threshold,
+   a watchdog thread watches the same steps and reports one that is still running past it,
+   while the loop is stuck. Off, the drain tests one flag per callback and nothing else. */
+
+/* A callback queued in debug mode travels with its registration site. */
+typedef struct evl__sited {
+    evl_cb cb;
+    void *arg;
+    const char *file;
+    int line;
+} evl__sited;
+
+static void evl__sited_cb(evl_loop *loop, void *arg) {
+    evl__sited rec = *(evl__sited *)arg;
+    evl__free(loop, arg);
+    rec.cb(loop, rec.arg);
+}
+
+static void evl__step_begin(evl_loop *loop, const char *what, const char *file, int line) {
+    loop->step_t0 = evl__clock_read();
+#ifndef EVL_NO_THREADS
+    if (loop->watchdog_running) {
+        __atomic_store_n(&loop->step_what, what, __ATOMIC_RELAXED);
+        __atomic_store_n(&loop->step_file, file, __ATOMIC_RELAXED);
+        __atomic_store_n(&loop->step_line, line, __ATOMIC_RELAXED);
+        __atomic_add_fetch(&loop->step_seq, 1, __ATOMIC_RELAXED);
+        __atomic_store_n(&loop->step_started, loop->step_t0, __ATOMIC_RELEASE);
+    }
+#endif
+}
+
+static void evl__step_end(evl_loop *loop, const char *what, const char *file, int line) {
+    evl_time took = evl__clock_read() - loop->step_t0;
+#ifndef EVL_NO_THREADS
+    if (loop->watchdog_running) __atomic_store_n(&loop->step_started, (evl_time)0, __ATOMIC_RELEASE);
+#endif
+    if (!loop->debug || took < loop->slow_threshold) return;
+    loop->stats.slow_callbacks++;
+    if (loop->slow_fn) {
+        evl_slow_report r;
+        r.what = what;
+        r.file = file;
+        r.line = line;
+        r.duration = took;
+        loop->slow_fn(loop, &r, loop->slow_ud);
+    } else {
+        evl__log(loop, EVL_LOG_WARN, "evloop: slow %s%s%s:%d took %.1f ms", what,
+                 file ? " registered at " : "", file ? file : "", file ? line : 0,
+                 (double)took / 1e6);
+    }
+}
+
+/* What a job of the ready deque is, for reports: a task step, a sited callback, or a plain
+   callback. */
+static void evl__measured_job(evl_loop *loop, evl__job j) {
+    const char *what = "callback", *file = NULL;
+    int line = 0;
+#ifndef EVL_NO_TASKS
+    if (j.cb == evl__task_run_cb) {
+        evl_task *t = (evl_task *)j.arg;
+        what = evl_task_name(t);
+        file = t->file;
+        line = t->line;
+    }
+#endif
+    if (j.cb == evl__sited_cb) {
+        file = ((evl__sited *)j.arg)->file;
+        line = ((evl__sited *)j.arg)->line;
+    }
+    evl__step_begin(loop, what, file, line);
+    j.cb(loop, j.arg);
+    evl__step_end(loop, what, file, line);
+}
+
+static void evl__measured_io(evl_loop *loop, evl_io *w, int events) {
+    const char *what = "I/O watcher", *file = w->file;
+    int line = w->line;
+#ifndef EVL_NO_TASKS
+    if (w->cb == evl__task_io_cb) {
+        evl_task *t = (evl_task *)w->arg;
+        what = evl_task_name(t);
+        file = t->file;
+        line = t->line;
+    }
+#endif
+    evl__step_begin(loop, what, file, line);
+    w->cb(loop, w->arg, events);
+    evl__step_end(loop, what, file, line);
+}
+
+static void evl__measured_timer(evl_loop *loop, evl_timer *t) {
+    const char *what = "timer", *file = t->file;
+    int line = t->line;
+#ifndef EVL_NO_TASKS
+    if (t->cb == evl__task_timer_cb || t->cb == evl__task_deadline_cb) {
+        evl_task *task = (evl_task *)t->arg;
+        what = evl_task_name(task);
+        file = task->file;
+        line = task->line;
+    }
+#endif
+    evl__step_begin(loop, what, file, line);
+    t->cb(loop, t->arg);
+    evl__step_end(loop, what, file, line);
+}
+
+static void evl__measure_update(evl_loop *loop) {
+#ifndef EVL_NO_THREADS
+    loop->measure = loop->debug || loop->watchdog_running;
+#else
+    loop->measure = loop->debug;
+#endif
+}
+
+void evl_set_slow_callback(evl_loop *loop, evl_time threshold, evl_slow_fn fn, void *ud) {
+    EVL_ASSERT(loop);
+    loop->slow_threshold = threshold > 0 ? threshold : EVL_MSEC(100);
+    loop->slow_fn = fn;
+    loop->slow_ud = ud;
+}
+
+#ifndef EVL_NO_THREADS
+/* The watchdog wakes four times per threshold and reports each stuck step once. It reads
+   only what the loop published with atomics; a task's name is read from the task itself,
+   which the loop keeps allocated until close (the watchdog is stopped before that). */
+static void *evl__watchdog_main(void *arg) {
+    evl_loop *loop = (evl_loop *)arg;
+    unsigned reported = 0;
+    pthread_mutex_lock(&loop->watchdog_lock);
+    while (!loop->watchdog_stop) {
+        struct timespec until;
+        evl_time started, wake = evl__clock_read() + loop->stall_threshold / 4, real;
+        unsigned seq;
+        until.tv_sec = (time_t)(wake / 1000000000);
+        until.tv_nsec = (long)(wake % 1000000000);
+        pthread_cond_timedwait(&loop->watchdog_cond, &loop->watchdog_lock, &until);
+        if (loop->watchdog_stop) break;
+        started = __atomic_load_n(&loop->step_started, __ATOMIC_ACQUIRE);
+        seq = __atomic_load_n(&loop->step_seq, __ATOMIC_RELAXED);
+        real = evl__clock_read();
+        if (!started || seq == reported || real - started < loop->stall_threshold) continue;
+        reported = seq;
+        __atomic_add_fetch(&loop->stalls, 1, __ATOMIC_RELAXED);
+        {
+            const char *what = __atomic_load_n(&loop->step_what, __ATOMIC_RELAXED);
+            const char *file = __atomic_load_n(&loop->step_file, __ATOMIC_RELAXED);
+            int line = __atomic_load_n(&loop->step_line, __ATOMIC_RELAXED);
+            evl__log(loop, EVL_LOG_WARN, "evloop: loop stalled: %s%s%s:%d has been running "
+                     "for %.0f ms and has not returned", what, file ? " registered at " : "",
+                     file ? file : "", file ? line : 0, (double)(real - started) / 1e6);
+        }
+    }
+    pthread_mutex_unlock(&loop->watchdog_lock);
+    return NULL;
+}
+
+/* The watchdog runs on the monotonic clock: pthread_cond_timedwait must use it too. */
+static int evl__watchdog_start(evl_loop *loop) {
+    pthread_condattr_t attr;
+    int err;
+    if (pthread_mutex_init(&loop->watchdog_lock, NULL) != 0) return -ENOMEM;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    err = pthread_cond_init(&loop->watchdog_cond, &attr);
+    pthread_condattr_destroy(&attr);
+    if (err != 0) {
+        pthread_mutex_destroy(&loop->watchdog_lock);
+        return -err;
+    }
+    err = pthread_create(&loop->watchdog, NULL, evl__watchdog_main, loop);
+    if (err != 0) {
+        pthread_cond_destroy(&loop->watchdog_cond);
+        pthread_mutex_destroy(&loop->watchdog_lock);
+        return -err;
+    }
+    loop->watchdog_running = 1;
+    evl__measure_update(loop);
+    return 0;
+}
+
+static void evl__watchdog_stop(evl_loop *loop) {
+    if (!loop->watchdog_running) return;
+    pthread_mutex_lock(&loop->watchdog_lock);
+    loop->watchdog_stop = 1;
+    pthread_cond_signal(&loop->watchdog_cond);
+    pthread_mutex_unlock(&loop->watchdog_lock);
+    pthread_join(loop->watchdog, NULL);
+    pthread_cond_destroy(&loop->watchdog_cond);
+    pthread_mutex_destroy(&loop->watchdog_lock);
+    loop->watchdog_running = 0;
+    evl__measure_update(loop);
+}
+#endif
+
+void evl_loop_stats(const evl_loop *loop, evl_stats *out) {
+    EVL_ASSERT(loop && out);
+    *out = loop->stats;
+    out->stalls = __atomic_load_n(&loop->stalls, __ATOMIC_RELAXED);
+    out->timers = loop->heap_len;
+    out->fds = loop->io_active;
+#ifndef EVL_NO_TASKS
+    out->tasks_alive = loop->tasks_alive;
+#endif
+}
 
 /* ==== >>loop ==== */
 static const char *evl__errnames(int err) {
@@ -3043,6 +3523,14 @@ int evl_loop_new(evl_loop **out, const evl_config *cfg) {
     loop->alloc_ud = cfg->alloc_ud;
     loop->backend = backend;
     loop->debug = cfg->debug < 0 ? evl__debug_from_env() : cfg->debug != 0;
+    loop->log_fn = cfg->log ? cfg->log : evl__log_default;
+    loop->log_ud = cfg->log_ud;
+    loop->slow_threshold = EVL_MSEC(100);
+    loop->virtual_clock = cfg->clock == EVL_CLOCK_VIRTUAL;
+#ifndef EVL_NO_THREADS
+    loop->owner = pthread_self();
+    loop->stall_threshold = cfg->stall_threshold;
+#endif
 #ifndef EVL_NO_TASKS
     loop->page_size = evl__page_size();
     loop->stack_size = cfg->stack_size ? cfg->stack_size : 128 * 1024;
@@ -3056,19 +3544,31 @@ int evl_loop_new(evl_loop **out, const evl_config *cfg) {
         return -ENOMEM;
     }
 #endif
-    evl__time_update(loop);
     err = backend->init(loop);
     if (err == 0) err = evl__wakeup_open(loop);
     if (err == 0) {
         evl_io_init(&loop->wake_io, loop->wake_rfd, evl__wakeup_cb, NULL);
         err = evl_io_start(loop, &loop->wake_io, EVL_READ);
     }
+#ifndef EVL_NO_THREADS
+    if (err == 0 && cfg->stall_threshold > 0) err = evl__watchdog_start(loop);
+#endif
     if (err < 0) {
         evl_loop_close(loop);
         return err;
     }
+    evl__measure_update(loop);
     *out = loop;
     return 0;
+}
+
+/* Debug mode: what is still alive at close is a leak in the making; say what. */
+static void evl__report_leftovers(evl_loop *loop) {
+    size_t timers = loop->heap_len, watchers = loop->io_active, queued = loop->ready.count;
+    if (timers || watchers || queued)
+        evl__log(loop, EVL_LOG_WARN, "evloop: closing with %zu active timer(s), %zu active I/O "
+                 "watcher(s) and %zu queued callback(s) (stopped and dropped)", timers, watchers,
+                 queued);
 }
 
 int evl_loop_close(evl_loop *loop) {
@@ -3076,9 +3576,18 @@ int evl_loop_close(evl_loop *loop) {
     size_t i;
     EVL_ASSERT(loop);
     if (loop->running) return -EDEADLK;
+#ifndef EVL_NO_THREADS
+    evl__watchdog_stop(loop);
+#endif
 #ifndef EVL_NO_TASKS
     if (loop->backend_data) evl__tasks_close(loop);
 #endif
+    if (loop->debug) evl__report_leftovers(loop);
+    /* Callbacks queued in debug mode own a record: free those that will never run. */
+    while (loop->ready.count) {
+        evl__job j = evl__ring_pop(&loop->ready);
+        if (j.cb == evl__sited_cb) evl__free(loop, j.arg);
+    }
     /* Stop every handle still active so the caller's structs read as inactive afterwards. */
     for (i = 0; i < loop->heap_len; i++) loop->heap[i].timer->slot = 0;
     for (fd = 0; fd < loop->fds_cap; fd++) {
@@ -3119,9 +3628,15 @@ evl_time evl_now(const evl_loop *loop) {
     return loop->now;
 }
 
+void evl_now_update(evl_loop *loop) {
+    EVL_ASSERT(loop);
+    evl__time_update(loop);
+}
+
 void evl_set_debug(evl_loop *loop, int on) {
     EVL_ASSERT(loop);
     loop->debug = on != 0;
+    evl__measure_update(loop);
 }
 
 int evl_get_debug(const evl_loop *loop) {
@@ -3129,12 +3644,29 @@ int evl_get_debug(const evl_loop *loop) {
     return loop->debug;
 }
 
-int evl_call_soon(evl_loop *loop, evl_cb cb, void *arg) {
+int evl_call_soon_at(evl_loop *loop, evl_cb cb, void *arg, const char *file, int line) {
     EVL_ASSERT(loop);
     if (!cb) return -EINVAL;
+    if (evl__foreign_thread(loop, "evl_call_soon")) return -EPERM;
     if (evl__ring_fit(loop, 1) < 0) return -ENOMEM;
+    if (loop->debug && file) {
+        /* Debug mode: keep the site with the callback (without memory, go without it). */
+        evl__sited *rec = (evl__sited *)evl__realloc(loop, NULL, sizeof *rec);
+        if (rec) {
+            rec->cb = cb;
+            rec->arg = arg;
+            rec->file = file;
+            rec->line = line;
+            cb = evl__sited_cb;
+            arg = rec;
+        }
+    }
     evl__ring_put(loop, cb, arg);
     return 0;
+}
+
+int (evl_call_soon)(evl_loop *loop, evl_cb cb, void *arg) {
+    return evl_call_soon_at(loop, cb, arg, NULL, 0);
 }
 
 void evl_stop(evl_loop *loop) {
@@ -3205,6 +3737,14 @@ static int evl__iterate(evl_loop *loop, evl_time max_wait, int exit_when_idle) {
     evl_time timeout = evl__poll_timeout(loop, max_wait);
     size_t n, i;
     int err, ran;
+    loop->stats.iterations++;
+    if (loop->virtual_clock && timeout != 0 && loop->heap_len) {
+        /* Virtual time: instead of sleeping, jump to the first timer (or to max_wait). */
+        evl_time to = loop->heap[0].when;
+        if (timeout > 0 && timeout < to - loop->virtual_now) to = loop->virtual_now + timeout;
+        if (to > loop->virtual_now) loop->virtual_now = to;
+        timeout = 0;
+    }
     evl__fd_flush_changes(loop);
     err = evl__loop_poll(loop, timeout, exit_when_idle);
     if (err < 0) return err;
@@ -3218,29 +3758,50 @@ static int evl__iterate(evl_loop *loop, evl_time max_wait, int exit_when_idle) {
     n = loop->ready.count;
     for (i = 0; i < n; i++) {
         evl__job j = evl__ring_pop(&loop->ready);
-        j.cb(loop, j.arg);
+        if (loop->measure) evl__measured_job(loop, j);
+        else j.cb(loop, j.arg);
     }
     ran = (int)n + evl__batch_run(loop, &posts);
     ran += evl__io_dispatch(loop);
     if (loop->heap_len) ran += evl__timers_dispatch(loop);
+    loop->stats.callbacks += (uint64_t)ran;
     return ran;
 }
 
-int evl_run_once(evl_loop *loop, evl_time max_wait) {
-    int ran;
-    EVL_ASSERT(loop);
+/* A backend failure ends evl_run with its error, and the exception handler hears of it. */
+static int evl__run_begin(evl_loop *loop) {
     if (loop->running) return -EBUSY;
     loop->running = 1;
-    ran = evl__iterate(loop, max_wait, 0);
+#ifndef EVL_NO_THREADS
+    loop->owner = pthread_self();
+#endif
+    return 0;
+}
+
+static int evl__run_end(evl_loop *loop, int err) {
     loop->running = 0;
-    return ran;
+    loop->now_valid = 0; /* whatever the caller does next, it starts from a fresh clock */
+    if (err < 0) {
+        evl_exception e;
+        memset(&e, 0, sizeof e);
+        e.message = "backend poll failed";
+        e.error = err;
+        evl_call_exception_handler(loop, &e);
+    }
+    return err;
+}
+
+int evl_run_once(evl_loop *loop, evl_time max_wait) {
+    int err;
+    EVL_ASSERT(loop);
+    if ((err = evl__run_begin(loop)) < 0) return err;
+    return evl__run_end(loop, evl__iterate(loop, max_wait, 0));
 }
 
 int evl_run(evl_loop *loop) {
     int err = 0;
     EVL_ASSERT(loop);
-    if (loop->running) return -EBUSY;
-    loop->running = 1;
+    if ((err = evl__run_begin(loop)) < 0) return err;
     while (evl__loop_alive(loop)) {
         err = evl__iterate(loop, EVL_FOREVER, 1);
         if (err < 0) break;
@@ -3249,8 +3810,7 @@ int evl_run(evl_loop *loop) {
     }
     if (err > 0) err = 0;
     __atomic_store_n(&loop->stop_requested, 0, __ATOMIC_SEQ_CST);
-    loop->running = 0;
-    return err;
+    return evl__run_end(loop, err);
 }
 
 #ifdef __cplusplus
