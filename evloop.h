@@ -33,7 +33,12 @@
        }
 
    Build with `cc -O2 main.c -lpthread`. When evloop.h is the first include of the
-   implementation file it defines the POSIX feature macros it needs itself.
+   implementation file it defines the POSIX feature macros it needs itself; on Linux, define
+   EVLOOP_IMPLEMENTATION before that first include (or build with -D_GNU_SOURCE), or the
+   implementation stops with an #error that says so. Every symbol the implementation defines
+   starts with evl_: the public ones with evl_, the two assembly routines of the context switch
+   with evl__ (weak and hidden, so copies merge within a program and stay out of a shared
+   library's exports; EVLOOP_STATIC makes everything else static).
 
    CONFIGURATION (compile time)
    ----------------------------
@@ -259,7 +264,9 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#ifdef EVLOOP_STATIC
+#if defined(EVLOOP_STATIC) && defined(__GNUC__)
+#define EVL_API static __attribute__((unused)) /* a program need not call every function */
+#elif defined(EVLOOP_STATIC)
 #define EVL_API static
 #else
 #define EVL_API extern
@@ -610,7 +617,10 @@ EVL_API int evl_group_spawn_at(evl_loop *loop, evl_group *g, evl_task_fn fn, voi
 /* =============================================================================================
    IMPLEMENTATION
    ============================================================================================= */
-#if defined(EVLOOP_IMPLEMENTATION) && !defined(EVLOOP_IMPLEMENTATION_DONE)
+#if defined(EVLOOP_IMPLEMENTATION) && !defined(EVLOOP_IMPLEMENTATION_DONE) && \
+    defined(__linux__) && !defined(_GNU_SOURCE)
+#error "evloop.h: define EVLOOP_IMPLEMENTATION before the first #include of evloop.h in this file (or compile with -D_GNU_SOURCE): the implementation needs feature macros that must precede every system header"
+#elif defined(EVLOOP_IMPLEMENTATION) && !defined(EVLOOP_IMPLEMENTATION_DONE)
 #define EVLOOP_IMPLEMENTATION_DONE
 
 /* ==== >>config and platform detection ==== */
@@ -692,8 +702,20 @@ typedef struct evl__ctx {
 #define EVL__ASM_FN(name) \
     ".text\n.weak " #name "\n.hidden " #name "\n.type " #name ",%function\n" #name ":\n"
 #define EVL__ASM_END(name) ".size " #name ",.-" #name "\n"
+/* The symbols carry the frame layout's version: copies from different evloop.h versions in one
+   program must not merge. Bump the suffix whenever a frame changes. */
+#define evl__ctx_switch evl__ctx_switch_v1
+#define evl__ctx_start evl__ctx_start_v1
+#define EVL__ASM_FN_X(name) EVL__ASM_FN(name)
+#define EVL__ASM_END_X(name) EVL__ASM_END(name)
+#ifdef __cplusplus
+extern "C" {
+#endif
 void evl__ctx_switch(evl__ctx *from, evl__ctx *to) __attribute__((visibility("hidden")));
 void evl__ctx_start(void) __attribute__((visibility("hidden")));
+#ifdef __cplusplus
+}
+#endif
 #endif
 
 /* ---- sanitizer and Valgrind hooks: each switch is announced, so the tools follow it ---- */
@@ -711,15 +733,22 @@ void evl__ctx_start(void) __attribute__((visibility("hidden")));
 #define EVL__TSAN 1
 #endif
 #endif
+#ifdef __cplusplus
+extern "C" {
+#endif
 #ifdef EVL__ASAN
 void __sanitizer_start_switch_fiber(void **fake_stack_save, const void *bottom, size_t size);
 void __sanitizer_finish_switch_fiber(void *fake_stack_save, const void **bottom_old, size_t *size_old);
+void __asan_unpoison_memory_region(void const volatile *addr, size_t size);
 #endif
 #ifdef EVL__TSAN
 void *__tsan_get_current_fiber(void);
 void *__tsan_create_fiber(unsigned flags);
 void __tsan_destroy_fiber(void *fiber);
 void __tsan_switch_to_fiber(void *fiber, unsigned flags);
+#endif
+#ifdef __cplusplus
+}
 #endif
 #if defined(EVL_VALGRIND) || (defined(__has_include) && !defined(EVL_NO_VALGRIND))
 #if defined(EVL_VALGRIND) || __has_include(<valgrind/valgrind.h>)
@@ -1964,17 +1993,17 @@ static int evl__batch_run(evl_loop *loop, evl__batch *b) {
    The switch leaves through an indirect jmp, not ret: a ret to an address the CPU's return
    stack never saw is mispredicted every time (measured: 12.3 ns per switch with ret, 5.3 ns
    with jmp, on this project's test machine). The i386 switch does the same. */
-__asm__(EVL__ASM_FN(evl__ctx_switch)
+__asm__(EVL__ASM_FN_X(evl__ctx_switch)
         "pushq %rbp\n pushq %rbx\n pushq %r12\n pushq %r13\n pushq %r14\n pushq %r15\n"
         "subq $16, %rsp\n stmxcsr 8(%rsp)\n fnstcw 12(%rsp)\n"
         "movq %rsp, (%rdi)\n movq (%rsi), %rsp\n"
         "ldmxcsr 8(%rsp)\n fldcw 12(%rsp)\n addq $16, %rsp\n"
         "popq %r15\n popq %r14\n popq %r13\n popq %r12\n popq %rbx\n popq %rbp\n"
         "popq %rcx\n jmp *%rcx\n"
-        EVL__ASM_END(evl__ctx_switch)
-        EVL__ASM_FN(evl__ctx_start)
+        EVL__ASM_END_X(evl__ctx_switch)
+        EVL__ASM_FN_X(evl__ctx_start)
         "movq %r12, %rdi\n callq *%r13\n ud2\n"
-        EVL__ASM_END(evl__ctx_start));
+        EVL__ASM_END_X(evl__ctx_start));
 enum { EVL__FRAME = 88, EVL__SLOT_RET = 64, EVL__SLOT_ARG = 40, EVL__SLOT_FN = 32 };
 static void evl__ctx_frame_extra(unsigned char *sp) {
     uint32_t mxcsr = 0x1F80;   /* all exceptions masked, round to nearest */
@@ -1985,17 +2014,17 @@ static void evl__ctx_frame_extra(unsigned char *sp) {
 #elif defined(EVL__CTX_ASM) && defined(__i386__)
 /* Callee-saved: ebx, esi, edi, ebp and the x87 control word. Frame: cw, edi, esi, ebx, ebp, ret;
    the start stub then pushes arg so that the call happens with esp 16-byte aligned. */
-__asm__(EVL__ASM_FN(evl__ctx_switch)
+__asm__(EVL__ASM_FN_X(evl__ctx_switch)
         "movl 4(%esp), %eax\n movl 8(%esp), %edx\n"
         "pushl %ebp\n pushl %ebx\n pushl %esi\n pushl %edi\n"
         "subl $4, %esp\n fnstcw (%esp)\n"
         "movl %esp, (%eax)\n movl (%edx), %esp\n"
         "fldcw (%esp)\n addl $4, %esp\n"
         "popl %edi\n popl %esi\n popl %ebx\n popl %ebp\n popl %ecx\n jmp *%ecx\n"
-        EVL__ASM_END(evl__ctx_switch)
-        EVL__ASM_FN(evl__ctx_start)
+        EVL__ASM_END_X(evl__ctx_switch)
+        EVL__ASM_FN_X(evl__ctx_start)
         "pushl %esi\n calll *%edi\n ud2\n"
-        EVL__ASM_END(evl__ctx_start));
+        EVL__ASM_END_X(evl__ctx_start));
 enum { EVL__FRAME = 36, EVL__SLOT_RET = 20, EVL__SLOT_ARG = 8, EVL__SLOT_FN = 4 };
 static void evl__ctx_frame_extra(unsigned char *sp) {
     uint16_t fpucw = 0x037F;
@@ -2003,7 +2032,7 @@ static void evl__ctx_frame_extra(unsigned char *sp) {
 }
 #elif defined(EVL__CTX_ASM) && defined(__aarch64__)
 /* Callee-saved: x19-x28, x29 (fp), x30 (lr) and the low halves of v8-v15 (d8-d15). */
-__asm__(EVL__ASM_FN(evl__ctx_switch)
+__asm__(EVL__ASM_FN_X(evl__ctx_switch)
         "sub sp, sp, #176\n"
         "stp x19, x20, [sp, #0]\n stp x21, x22, [sp, #16]\n stp x23, x24, [sp, #32]\n"
         "stp x25, x26, [sp, #48]\n stp x27, x28, [sp, #64]\n stp x29, x30, [sp, #80]\n"
@@ -2015,10 +2044,10 @@ __asm__(EVL__ASM_FN(evl__ctx_switch)
         "ldp d8, d9, [sp, #96]\n ldp d10, d11, [sp, #112]\n ldp d12, d13, [sp, #128]\n"
         "ldp d14, d15, [sp, #144]\n"
         "add sp, sp, #176\n ret\n"
-        EVL__ASM_END(evl__ctx_switch)
-        EVL__ASM_FN(evl__ctx_start)
+        EVL__ASM_END_X(evl__ctx_switch)
+        EVL__ASM_FN_X(evl__ctx_start)
         "mov x0, x19\n blr x20\n brk #0\n"
-        EVL__ASM_END(evl__ctx_start));
+        EVL__ASM_END_X(evl__ctx_start));
 enum { EVL__FRAME = 176, EVL__SLOT_RET = 88, EVL__SLOT_ARG = 0, EVL__SLOT_FN = 8 };
 static void evl__ctx_frame_extra(unsigned char *sp) {
     (void)sp;
@@ -2027,21 +2056,21 @@ static void evl__ctx_frame_extra(unsigned char *sp) {
 /* Callee-saved: r4-r11, lr and d8-d15 (r3 only pads the frame to 8 bytes). Written in ARM
    state; `pop {..., pc}` interworks, so Thumb callers and Thumb task functions are fine. */
 __asm__(".syntax unified\n .arm\n"
-        EVL__ASM_FN(evl__ctx_switch)
+        EVL__ASM_FN_X(evl__ctx_switch)
         "push {r3-r11, lr}\n vpush {d8-d15}\n"
         "mov r2, sp\n str r2, [r0]\n ldr r2, [r1]\n mov sp, r2\n"
         "vpop {d8-d15}\n pop {r3-r11, pc}\n"
-        EVL__ASM_END(evl__ctx_switch)
-        EVL__ASM_FN(evl__ctx_start)
+        EVL__ASM_END_X(evl__ctx_switch)
+        EVL__ASM_FN_X(evl__ctx_start)
         "mov r0, r4\n blx r5\n 1: b 1b\n"
-        EVL__ASM_END(evl__ctx_start));
+        EVL__ASM_END_X(evl__ctx_start));
 enum { EVL__FRAME = 104, EVL__SLOT_RET = 100, EVL__SLOT_ARG = 68, EVL__SLOT_FN = 72 };
 static void evl__ctx_frame_extra(unsigned char *sp) {
     (void)sp;
 }
 #elif defined(EVL__CTX_ASM) && defined(__riscv)
 /* Callee-saved: ra, s0-s11 and fs0-fs11 (the D extension). */
-__asm__(EVL__ASM_FN(evl__ctx_switch)
+__asm__(EVL__ASM_FN_X(evl__ctx_switch)
         "addi sp, sp, -208\n"
         "sd ra, 0(sp)\n sd s0, 8(sp)\n sd s1, 16(sp)\n sd s2, 24(sp)\n sd s3, 32(sp)\n"
         "sd s4, 40(sp)\n sd s5, 48(sp)\n sd s6, 56(sp)\n sd s7, 64(sp)\n sd s8, 72(sp)\n"
@@ -2057,10 +2086,10 @@ __asm__(EVL__ASM_FN(evl__ctx_switch)
         "fld fs4, 136(sp)\n fld fs5, 144(sp)\n fld fs6, 152(sp)\n fld fs7, 160(sp)\n"
         "fld fs8, 168(sp)\n fld fs9, 176(sp)\n fld fs10, 184(sp)\n fld fs11, 192(sp)\n"
         "addi sp, sp, 208\n ret\n"
-        EVL__ASM_END(evl__ctx_switch)
-        EVL__ASM_FN(evl__ctx_start)
+        EVL__ASM_END_X(evl__ctx_switch)
+        EVL__ASM_FN_X(evl__ctx_start)
         "mv a0, s1\n jalr s2\n ebreak\n"
-        EVL__ASM_END(evl__ctx_start));
+        EVL__ASM_END_X(evl__ctx_start));
 enum { EVL__FRAME = 208, EVL__SLOT_RET = 0, EVL__SLOT_ARG = 16, EVL__SLOT_FN = 24 };
 static void evl__ctx_frame_extra(unsigned char *sp) {
     (void)sp;
@@ -2125,10 +2154,6 @@ static void evl__task_run_cb(evl_loop *loop, void *arg);
 static int evl__iterate(evl_loop *loop, evl_time max_wait, int exit_when_idle);
 
 /* ---- stacks: guarded mmap'd regions, committed lazily by the kernel, pooled for reuse ---- */
-#ifdef EVL__ASAN
-void __asan_unpoison_memory_region(void const volatile *addr, size_t size);
-#endif
-
 static size_t evl__page_size(void) {
 #ifndef EVL_NO_MMAP
     long p = sysconf(_SC_PAGESIZE);
