@@ -121,8 +121,9 @@
    (0: once). Timers live in a 4-ary min-heap that stores each timer's index in the timer:
    start and stop are O(log n), the next deadline O(1). A timer stopped by a callback that ran
    earlier in the same iteration does not fire; a timer may stop or restart itself or any other
-   from its callback. A timer restarted from a callback fires at the earliest in the next
-   iteration, even with a zero delay. A repeating timer that fell behind skips the ticks it
+   from its callback. A timer started or restarted by any callback fires at the earliest in
+   the next iteration, even with a zero delay (like a callback queued during the drain). A
+   repeating timer that fell behind skips the ticks it
    missed rather than firing a burst.
 
    I/O watchers. evl_io_start(loop, w, EVL_READ | EVL_WRITE) watches w's fd, level triggered:
@@ -1822,12 +1823,12 @@ int evl_timer_active(const evl_timer *t) {
     return t && t->slot != 0;
 }
 
-/* Fires the due timers that were started before this batch began: a timer (re)started by a
-   callback of this batch has a newer sequence number and waits for the next iteration, so a
-   zero-delay restart cannot spin here forever. Each timer leaves the heap (or moves to its
-   next deadline) before its callback runs, so the callback may do anything to it. */
-static int evl__timers_dispatch(evl_loop *loop) {
-    uint64_t batch = loop->timer_seq;
+/* Fires the due timers that were started before this drain began (`batch`): a timer started
+   or restarted by any callback of the drain has a newer sequence number and waits for the
+   next iteration, so a zero-delay restart cannot spin here forever. Each timer leaves the heap
+   (or moves to its next deadline) before its callback runs, so the callback may do anything
+   to it. */
+static int evl__timers_dispatch(evl_loop *loop, uint64_t batch) {
     int ran = 0;
     while (loop->heap_len) {
         evl__heap_entry top = loop->heap[0];
@@ -3760,6 +3761,7 @@ static int evl__loop_poll(evl_loop *loop, evl_time timeout, int exit_when_idle) 
 static int evl__iterate(evl_loop *loop, evl_time max_wait, int exit_when_idle) {
     evl__batch posts;
     evl_time timeout = evl__poll_timeout(loop, max_wait);
+    uint64_t batch;
     size_t n, i;
     int err, ran;
     loop->stats.iterations++;
@@ -3780,6 +3782,7 @@ static int evl__iterate(evl_loop *loop, evl_time max_wait, int exit_when_idle) {
     /* The drain: what was queued before it began (callbacks, then posts from other threads),
        then I/O, then the due timers. Whatever these queue runs in the next iteration. */
     evl__inbox_take(loop, &posts);
+    batch = loop->timer_seq;
     n = loop->ready.count;
     for (i = 0; i < n; i++) {
         evl__job j = evl__ring_pop(&loop->ready);
@@ -3788,7 +3791,7 @@ static int evl__iterate(evl_loop *loop, evl_time max_wait, int exit_when_idle) {
     }
     ran = (int)n + evl__batch_run(loop, &posts);
     ran += evl__io_dispatch(loop);
-    if (loop->heap_len) ran += evl__timers_dispatch(loop);
+    if (loop->heap_len) ran += evl__timers_dispatch(loop, batch);
     loop->stats.callbacks += (uint64_t)ran;
     return ran;
 }
