@@ -320,6 +320,9 @@ typedef struct evl_config {
     int clock;             /* EVL_CLOCK_MONOTONIC (0) or EVL_CLOCK_VIRTUAL */
     evl_log_fn log;        /* NULL: warnings and errors to stderr */
     void *log_ud;          /* passed to log */
+    int executor_threads;  /* default executor's threads (0: min(32, ncpu + 4)) */
+    int executor_queue;    /* bound on its queued jobs (0: 1024) */
+    evl_time shutdown_grace;   /* evl_main's and evl_loop_close's grace period (0: 25 s) */
 } evl_config;
 
 /* Fills cfg with the defaults. Thread-safe. */
@@ -584,6 +587,72 @@ EVL_API ssize_t evl_sendto(evl_loop *loop, int fd, const void *buf, size_t len, 
                            const struct sockaddr *addr, socklen_t addrlen);
 #endif /* EVL_NO_TASKS */
 
+/* ---- executor, signals, shutdown ---- */
+#if !defined(EVL_NO_TASKS) && !defined(EVL_NO_THREADS)
+/* A pool of threads for blocking work. Each loop has a default pool, started on first use;
+   evl_executor_new makes more (CPU-bound work sized to the cores, beside the blocking-I/O
+   pool). Results come back on the loop thread. */
+typedef struct evl_executor evl_executor;
+typedef void *(*evl_work_fn)(void *arg);
+/* Runs fn(arg) on the default pool and suspends the task until it returns; waits for queue
+   room when the queue is full. Cancelled while queued: the job never runs; while running: its
+   result is dropped. Task only. */
+EVL_API int evl_executor_run(evl_loop *loop, evl_work_fn fn, void *arg, void **result);
+/* Queues fn(arg) on the default pool; *out completes with status 0 and the result (cancel the
+   future to cancel the job). -EAGAIN when the queue is full. Loop thread only. */
+EVL_API int evl_executor_submit(evl_loop *loop, evl_work_fn fn, void *arg, evl_future **out);
+/* Creates another pool of `threads` threads (0: min(32, ncpu + 4)) and `queue` queued jobs
+   (0: 1024), freed at evl_loop_close or by evl_executor_shutdown. Loop thread only. */
+EVL_API int evl_executor_new(evl_loop *loop, evl_executor **out, int threads, int queue);
+/* evl_executor_run on a given pool. Task only. */
+EVL_API int evl_executor_run_on(evl_loop *loop, evl_executor *ex, evl_work_fn fn, void *arg,
+                                void **result);
+/* evl_executor_submit on a given pool. Loop thread only. */
+EVL_API int evl_executor_submit_on(evl_loop *loop, evl_executor *ex, evl_work_fn fn, void *arg,
+                                   evl_future **out);
+/* Cancels the queued jobs, waits up to `timeout` for the running ones, reports a job still
+   running then (and abandons its thread), frees ex; 0 or -ETIMEDOUT. Never hangs. Loop thread. */
+EVL_API int evl_executor_shutdown(evl_loop *loop, evl_executor *ex, evl_time timeout);
+#endif
+
+#ifndef EVL_NO_SIGNALS
+/* A signal watcher: cb(loop, arg) runs on the loop thread after signo arrived (once for any
+   number of arrivals since the last run). Caller-owned, like timers. */
+typedef struct evl_signal {
+    evl_cb cb;
+    void *arg;
+    int signo;
+    int active;                 /* private */
+    evl_loop *loop;             /* private */
+    struct evl_signal *next;    /* private: the loop's watchers of the same signal */
+    unsigned seen;              /* private: the dispatch round that last ran it */
+} evl_signal;
+/* Prepares a watcher of signo. Thread-safe (touches only s). */
+EVL_API void evl_signal_init(evl_signal *s, int signo, evl_cb cb, void *arg);
+/* Starts watching; -EINVAL for 0, negative, too large, SIGKILL, SIGSTOP. Thread-safe. */
+EVL_API int evl_signal_start(evl_loop *loop, evl_signal *s);
+/* Stops watching; the old disposition returns after the last watcher. Thread-safe. */
+EVL_API int evl_signal_stop(evl_loop *loop, evl_signal *s);
+#endif
+
+/* Graceful shutdown: runs the shutdown hooks, cancels every task, waits up to `grace` for
+   them, reports by name those still running, shuts the executors within what is left, runs
+   the close hooks and stops the loop. -EALREADY if one is under way. Loop thread only. */
+EVL_API int evl_shutdown(evl_loop *loop, evl_time grace);
+/* Adds cb(loop, arg) to run when a shutdown begins (close listeners here). Loop thread. */
+EVL_API int evl_on_shutdown(evl_loop *loop, evl_cb cb, void *arg);
+/* Adds cb(loop, arg) to run at the end of a shutdown, or at evl_loop_close. Loop thread. */
+EVL_API int evl_on_close(evl_loop *loop, evl_cb cb, void *arg);
+/* In the child after fork(): new backend and wakeup fds, the parent's executor threads and
+   pending signals forgotten. Child only, before anything else touches the loop. */
+EVL_API int evl_loop_fork(evl_loop *loop);
+#ifndef EVL_NO_TASKS
+/* The production bootstrap in one call: a loop from cfg, SIGINT and SIGTERM wired to a
+   graceful shutdown (a second one exits at once), main run as a task, the loop closed; returns
+   main's result (0 when main ended because a shutdown cancelled it). Thread-safe. */
+EVL_API int evl_main(const evl_config *cfg, evl_task_fn main, void *arg);
+#endif
+
 /* ---- registration sites ---- */
 /* The calls that register a callback or spawn a task have variants that record the caller's
    file and line for debug reports, and same-named macros that pass __FILE__ and __LINE__. The
@@ -668,8 +737,13 @@ EVL_API int evl_group_spawn_at(evl_loop *loop, evl_group *g, evl_task_fn fn, voi
 #ifndef EVL_NO_THREADS
 #include <pthread.h>
 #endif
-#ifndef EVL_NO_TASKS
 #include <signal.h>
+#ifdef NSIG
+#define EVL__NSIG NSIG
+#else
+#define EVL__NSIG 65
+#endif
+#ifndef EVL_NO_TASKS
 #ifndef EVL_NO_MMAP
 #include <sys/mman.h>
 #endif
@@ -889,6 +963,27 @@ struct evl_loop {
        (its wakeups) and one per registered future callback. */
     size_t ring_reserved;
 
+    /* Executors and signals hand their results to the loop through this flag and the wakeup:
+       nothing to allocate, so nothing can be lost. */
+    int async_pending;          /* atomic */
+#if !defined(EVL_NO_TASKS) && !defined(EVL_NO_THREADS)
+    evl_executor *executors, *default_executor;
+    int executor_threads, executor_queue;
+#endif
+    size_t jobs_in_flight;      /* executor jobs not yet completed (keep evl_run alive) */
+#ifndef EVL_NO_SIGNALS
+    evl_signal *sig_watchers[EVL__NSIG];   /* under the process-wide signal lock */
+    int sig_pending[EVL__NSIG];            /* atomic, set by the signal handler */
+    int signals_active;                    /* atomic */
+    unsigned sig_round;
+#endif
+    /* Shutdown: 0 none, 1 waiting for the tasks, 2 finished. */
+    int shutdown_state, shutdown_finish_queued, close_hooks_ran;
+    evl_time shutdown_grace, shutdown_deadline;
+    evl_timer shutdown_timer;
+    evl__job *shutdown_hooks, *close_hooks;
+    size_t shutdown_hooks_len, shutdown_hooks_cap, close_hooks_len, close_hooks_cap;
+
     /* The error boundary, debug mode and what they measure. */
     evl_exception_fn exc_fn;
     void *exc_ud;
@@ -956,6 +1051,16 @@ struct evl__backend {
 };
 
 static void evl__io_feed(evl_loop *loop, int fd, int events);
+static void evl__async_dispatch(evl_loop *loop);
+static void evl__shutdown_task_done(evl_loop *loop);
+static void evl__close_hooks_run(evl_loop *loop);
+#if !defined(EVL_NO_TASKS) && !defined(EVL_NO_THREADS)
+static void evl__executor_gauges(const evl_loop *loop, evl_stats *out);
+static void evl__executors_shutdown(evl_loop *loop, evl_time timeout);
+#endif
+#ifndef EVL_NO_SIGNALS
+static void evl__signals_close(evl_loop *loop);
+#endif
 static void evl__measured_job(evl_loop *loop, evl__job j);
 static void evl__measured_io(evl_loop *loop, evl_io *w, int events);
 static void evl__measured_timer(evl_loop *loop, evl_timer *t);
@@ -2528,6 +2633,7 @@ static void evl__task_finish(evl_loop *loop, evl_task *t) {
     } else {
         evl__waitq_wake_all(loop, &t->joiners, 0);
     }
+    if (loop->shutdown_state == 1) evl__shutdown_task_done(loop);
 }
 
 static void evl__task_resume(evl_loop *loop, evl_task *t) {
@@ -2729,6 +2835,9 @@ struct evl_future {
     int free_requested;           /* freed while the post was in flight: free when it runs */
     int ts_status;
     void *ts_value;
+    /* Told when the future is cancelled, set or freed by its user (the executor's job). */
+    void (*cancel_hook)(evl_loop *loop, void *ctx);
+    void *cancel_ctx;
 };
 
 int evl_future_new(evl_loop *loop, evl_future **out) {
@@ -2749,6 +2858,11 @@ int evl_future_set(evl_loop *loop, evl_future *f, int status, void *value) {
     EVL_ASSERT(loop);
     if (!f) return -EINVAL;
     if (f->done) return -EALREADY;
+    if (f->cancel_hook) {
+        void (*hook)(evl_loop *, void *) = f->cancel_hook;
+        f->cancel_hook = NULL;
+        hook(loop, f->cancel_ctx);
+    }
     f->done = 1;
     f->status = status;
     f->value = value;
@@ -2831,6 +2945,11 @@ int evl_future_done(const evl_future *f) {
 void evl_future_free(evl_loop *loop, evl_future *f) {
     EVL_ASSERT(loop);
     if (!f) return;
+    if (f->cancel_hook) {
+        void (*hook)(evl_loop *, void *) = f->cancel_hook;
+        f->cancel_hook = NULL;
+        hook(loop, f->cancel_ctx);
+    }
     evl__waitq_wake_all(loop, &f->waiters, -ECANCELED);
     if (f->ts_in_flight) f->free_requested = 1;
     else evl__future_free_now(loop, f);
@@ -3475,6 +3594,10 @@ void evl_loop_stats(const evl_loop *loop, evl_stats *out) {
 #ifndef EVL_NO_TASKS
     out->tasks_alive = loop->tasks_alive;
 #endif
+#if !defined(EVL_NO_TASKS) && !defined(EVL_NO_THREADS)
+    out->executor_queue = out->executor_busy = 0;
+    evl__executor_gauges(loop, out);
+#endif
 }
 
 /* ==== >>loop ==== */
@@ -3507,6 +3630,7 @@ static const char *evl__errnames(int err) {
     case ENOTSUP: return "operation not supported";
     case EFAULT: return "bad address";
     case ENOSPC: return "no space left";
+    case ESHUTDOWN: return "shutting down";
     default: return NULL;
     }
 }
@@ -3557,6 +3681,11 @@ int evl_loop_new(evl_loop **out, const evl_config *cfg) {
     loop->owner = pthread_self();
     loop->stall_threshold = cfg->stall_threshold;
 #endif
+#if !defined(EVL_NO_TASKS) && !defined(EVL_NO_THREADS)
+    loop->executor_threads = cfg->executor_threads > 0 ? cfg->executor_threads : 0;
+    loop->executor_queue = cfg->executor_queue > 0 ? cfg->executor_queue : 0;
+#endif
+    loop->shutdown_grace = cfg->shutdown_grace > 0 ? cfg->shutdown_grace : EVL_SEC(25);
 #ifndef EVL_NO_TASKS
     loop->page_size = evl__page_size();
     loop->stack_size = cfg->stack_size ? cfg->stack_size : 128 * 1024;
@@ -3605,9 +3734,17 @@ int evl_loop_close(evl_loop *loop) {
 #ifndef EVL_NO_THREADS
     evl__watchdog_stop(loop);
 #endif
+#ifndef EVL_NO_SIGNALS
+    evl__signals_close(loop);
+#endif
 #ifndef EVL_NO_TASKS
     if (loop->backend_data) evl__tasks_close(loop);
 #endif
+#if !defined(EVL_NO_TASKS) && !defined(EVL_NO_THREADS)
+    evl__executors_shutdown(loop, loop->shutdown_grace);
+#endif
+    evl__close_hooks_run(loop);
+    evl_timer_stop(loop, &loop->shutdown_timer);
     if (loop->debug) evl__report_leftovers(loop);
     /* Callbacks queued in debug mode own a record: free those that will never run. */
     while (loop->ready.count) {
@@ -3639,6 +3776,8 @@ int evl_loop_close(evl_loop *loop) {
     evl__free(loop, loop->pending);
     evl__free(loop, loop->inbox);
     evl__free(loop, loop->inbox_spare);
+    evl__free(loop, loop->shutdown_hooks);
+    evl__free(loop, loop->close_hooks);
     loop->alloc(loop->alloc_ud, loop, 0);
     return 0;
 }
@@ -3717,7 +3856,10 @@ static int evl__loop_alive(evl_loop *loop) {
 #ifndef EVL_NO_TASKS
     if (loop->tasks_alive) return 1;
 #endif
-    return loop->ready.count || loop->heap_len || loop->io_active ||
+#ifndef EVL_NO_SIGNALS
+    if (__atomic_load_n(&loop->signals_active, __ATOMIC_SEQ_CST)) return 1;
+#endif
+    return loop->ready.count || loop->heap_len || loop->io_active || loop->jobs_in_flight ||
            __atomic_load_n(&loop->refs, __ATOMIC_SEQ_CST) ||
            __atomic_load_n(&loop->inbox_count, __ATOMIC_SEQ_CST);
 }
@@ -3727,7 +3869,8 @@ static int evl__loop_alive(evl_loop *loop) {
 static evl_time evl__poll_timeout(evl_loop *loop, evl_time max_wait) {
     evl_time t = max_wait < 0 ? EVL_FOREVER : max_wait;
     if (t == 0 || loop->ready.count || __atomic_load_n(&loop->inbox_count, __ATOMIC_SEQ_CST) ||
-        __atomic_load_n(&loop->stop_requested, __ATOMIC_SEQ_CST))
+        __atomic_load_n(&loop->stop_requested, __ATOMIC_SEQ_CST) ||
+        __atomic_load_n(&loop->async_pending, __ATOMIC_SEQ_CST))
         return 0;
     if (loop->heap_len) {
         evl_time due;
@@ -3749,6 +3892,7 @@ static int evl__loop_poll(evl_loop *loop, evl_time timeout, int exit_when_idle) 
         __atomic_store_n(&loop->sleeping, 1, __ATOMIC_SEQ_CST);
         if (__atomic_load_n(&loop->inbox_count, __ATOMIC_SEQ_CST) ||
             __atomic_load_n(&loop->stop_requested, __ATOMIC_SEQ_CST) ||
+            __atomic_load_n(&loop->async_pending, __ATOMIC_SEQ_CST) ||
             (exit_when_idle && !evl__loop_alive(loop)))
             timeout = 0;
     }
@@ -3782,6 +3926,7 @@ static int evl__iterate(evl_loop *loop, evl_time max_wait, int exit_when_idle) {
     /* The drain: what was queued before it began (callbacks, then posts from other threads),
        then I/O, then the due timers. Whatever these queue runs in the next iteration. */
     evl__inbox_take(loop, &posts);
+    evl__async_dispatch(loop);
     batch = loop->timer_seq;
     n = loop->ready.count;
     for (i = 0; i < n; i++) {
@@ -3840,6 +3985,811 @@ int evl_run(evl_loop *loop) {
     __atomic_store_n(&loop->stop_requested, 0, __ATOMIC_SEQ_CST);
     return evl__run_end(loop, err);
 }
+
+/* ==== >>executor ==== */
+#if !defined(EVL_NO_TASKS) && !defined(EVL_NO_THREADS)
+/* A job travels from the loop to a worker and back. Workers touch only `state` and `result`
+   (under the pool's lock) and the done list; everything else belongs to the loop thread. A
+   job someone stopped waiting for is "orphaned": whoever sees it last frees it. */
+enum { EVL__JOB_QUEUED, EVL__JOB_RUNNING, EVL__JOB_DONE };
+
+typedef struct evl__xjob {
+    struct evl__xjob *next;          /* in the queue, or in the done list */
+    struct evl__xjob *fnext, *fprev; /* in the pool's in-flight list (loop thread) */
+    evl_executor *ex;
+    evl_work_fn fn;
+    void *arg, *result;
+    int state;
+    int orphaned;                    /* nobody wants the result: free on completion */
+    int delivered;                   /* the result went to the waiting task, which frees it */
+    evl_future *future;              /* evl_executor_submit */
+    evl_task *waiter;                /* evl_executor_run */
+} evl__xjob;
+
+struct evl_executor {
+    evl_loop *loop;
+    pthread_mutex_t lock;
+    pthread_cond_t work;             /* workers wait here for jobs */
+    pthread_cond_t exited;           /* shutdown waits here for the workers to leave */
+    evl__xjob *qhead, *qtail, *done;
+    size_t qlen, qmax;
+    int threads_max, threads, idle, busy;
+    int stopping, abandoned, notified;
+    evl__waitq room;                 /* tasks waiting for queue room (loop thread) */
+    evl__xjob *in_flight;            /* loop thread: every job not yet completed */
+    evl_executor *next;              /* the loop's pools */
+};
+
+static void *evl__worker_main(void *arg) {
+    evl_executor *ex = (evl_executor *)arg;
+    pthread_mutex_lock(&ex->lock);
+    for (;;) {
+        evl__xjob *j;
+        while (!ex->qhead && !ex->stopping) {
+            ex->idle++;
+            pthread_cond_wait(&ex->work, &ex->lock);
+            ex->idle--;
+        }
+        if (!ex->qhead) break;
+        j = ex->qhead;
+        ex->qhead = j->next;
+        if (!ex->qhead) ex->qtail = NULL;
+        ex->qlen--;
+        j->state = EVL__JOB_RUNNING;
+        ex->busy++;
+        pthread_mutex_unlock(&ex->lock);
+        j->result = j->fn(j->arg);
+        pthread_mutex_lock(&ex->lock);
+        ex->busy--;
+        j->state = EVL__JOB_DONE;
+        if (ex->abandoned) continue; /* the loop gave up on this pool: touch nothing of it */
+        j->next = ex->done;
+        ex->done = j;
+        /* One wakeup per batch of completions: the loop clears `notified` when it drains. */
+        if (!ex->notified) {
+            ex->notified = 1;
+            __atomic_store_n(&ex->loop->async_pending, 1, __ATOMIC_SEQ_CST);
+            evl__wakeup_signal(ex->loop);
+        }
+    }
+    ex->threads--;
+    pthread_cond_broadcast(&ex->exited);
+    pthread_mutex_unlock(&ex->lock);
+    return NULL;
+}
+
+static int evl__ncpu(void) {
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
+
+int evl_executor_new(evl_loop *loop, evl_executor **out, int threads, int queue) {
+    evl_executor *ex;
+    pthread_condattr_t attr;
+    EVL_ASSERT(loop);
+    if (!out || threads < 0 || queue < 0) return -EINVAL;
+    *out = NULL;
+    ex = (evl_executor *)evl__realloc(loop, NULL, sizeof *ex);
+    if (!ex) return -ENOMEM;
+    memset(ex, 0, sizeof *ex);
+    ex->loop = loop;
+    ex->threads_max = threads ? threads : (evl__ncpu() + 4 < 32 ? evl__ncpu() + 4 : 32);
+    ex->qmax = queue ? (size_t)queue : 1024;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    if (pthread_mutex_init(&ex->lock, NULL) != 0 || pthread_cond_init(&ex->work, NULL) != 0 ||
+        pthread_cond_init(&ex->exited, &attr) != 0) {
+        pthread_condattr_destroy(&attr);
+        evl__free(loop, ex);
+        return -ENOMEM;
+    }
+    pthread_condattr_destroy(&attr);
+    ex->next = loop->executors;
+    loop->executors = ex;
+    *out = ex;
+    return 0;
+}
+
+/* The default pool, created on first use with the loop's configuration. */
+static int evl__default_executor(evl_loop *loop, evl_executor **out) {
+    if (!loop->default_executor) {
+        int err = evl_executor_new(loop, &loop->default_executor, loop->executor_threads,
+                                   loop->executor_queue);
+        if (err < 0) return err;
+    }
+    *out = loop->default_executor;
+    return 0;
+}
+
+/* Queues j, starting a worker when none is idle and the pool may grow. */
+static int evl__executor_enqueue(evl_executor *ex, evl__xjob *j) {
+    evl_loop *loop = ex->loop;
+    int err = 0;
+    pthread_mutex_lock(&ex->lock);
+    if (ex->stopping) err = -ESHUTDOWN;
+    else if (ex->qlen >= ex->qmax) err = -EAGAIN;
+    if (err == 0 && ex->idle <= (int)ex->qlen && ex->threads < ex->threads_max) {
+        pthread_t th;
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        if (pthread_create(&th, &attr, evl__worker_main, ex) == 0) ex->threads++;
+        else if (ex->threads == 0) err = -EAGAIN; /* no thread at all: the job would never run */
+        pthread_attr_destroy(&attr);
+    }
+    if (err == 0) {
+        j->state = EVL__JOB_QUEUED;
+        j->next = NULL;
+        if (ex->qtail) ex->qtail->next = j;
+        else ex->qhead = j;
+        ex->qtail = j;
+        ex->qlen++;
+        pthread_cond_signal(&ex->work);
+    }
+    pthread_mutex_unlock(&ex->lock);
+    if (err == 0) {
+        j->fnext = ex->in_flight;
+        j->fprev = NULL;
+        if (ex->in_flight) ex->in_flight->fprev = j;
+        ex->in_flight = j;
+        loop->jobs_in_flight++;
+    }
+    return err;
+}
+
+static void evl__job_unlink(evl_executor *ex, evl__xjob *j) {
+    if (j->fprev) j->fprev->fnext = j->fnext;
+    else ex->in_flight = j->fnext;
+    if (j->fnext) j->fnext->fprev = j->fprev;
+    ex->loop->jobs_in_flight--;
+}
+
+/* Takes j out of the queue if it has not started; returns 1 if it was still queued. */
+static int evl__job_dequeue(evl_executor *ex, evl__xjob *j) {
+    evl__xjob **pp;
+    int found = 0;
+    pthread_mutex_lock(&ex->lock);
+    if (j->state == EVL__JOB_QUEUED) {
+        for (pp = &ex->qhead; *pp; pp = &(*pp)->next) {
+            if (*pp != j) continue;
+            *pp = j->next;
+            if (ex->qtail == j) {
+                evl__xjob *p = ex->qhead;
+                while (p && p->next) p = p->next;
+                ex->qtail = p;
+            }
+            ex->qlen--;
+            found = 1;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&ex->lock);
+    return found;
+}
+
+/* The future of a submitted job was cancelled or freed: the job is dropped or orphaned. */
+static void evl__job_future_gone(evl_loop *loop, void *ctx) {
+    evl__xjob *j = (evl__xjob *)ctx;
+    j->future = NULL;
+    if (evl__job_dequeue(j->ex, j)) {
+        evl__job_unlink(j->ex, j);
+        evl__free(loop, j);
+    } else {
+        j->orphaned = 1;
+    }
+}
+
+/* Hands the completed jobs to their futures and tasks, then wakes tasks waiting for room. */
+static void evl__executor_drain(evl_loop *loop, evl_executor *ex) {
+    evl__xjob *done, *rev = NULL;
+    size_t room;
+    pthread_mutex_lock(&ex->lock);
+    done = ex->done;
+    ex->done = NULL;
+    ex->notified = 0;
+    room = ex->qmax - ex->qlen;
+    pthread_mutex_unlock(&ex->lock);
+    while (done) { /* the workers push in front: restore completion order */
+        evl__xjob *next = done->next;
+        done->next = rev;
+        rev = done;
+        done = next;
+    }
+    while (rev) {
+        evl__xjob *j = rev;
+        rev = j->next;
+        evl__job_unlink(ex, j);
+        if (j->orphaned) {
+            evl__free(loop, j);
+        } else if (j->future) {
+            evl_future *f = j->future;
+            f->cancel_hook = NULL;
+            evl_future_set(loop, f, 0, j->result);
+            evl__free(loop, j);
+        } else {
+            j->delivered = 1; /* the task reads the result, then frees the job */
+            evl__task_wake(loop, j->waiter, 0, j->result, 0);
+        }
+    }
+    while (room-- > 0 && ex->room.head) evl__task_wake(loop, ex->room.head, 0, NULL, 0);
+}
+
+static void evl__executors_drain(evl_loop *loop) {
+    evl_executor *ex;
+    for (ex = loop->executors; ex; ex = ex->next) evl__executor_drain(loop, ex);
+}
+
+static evl__xjob *evl__job_new(evl_loop *loop, evl_executor *ex, evl_work_fn fn, void *arg) {
+    evl__xjob *j = (evl__xjob *)evl__realloc(loop, NULL, sizeof *j);
+    if (!j) return NULL;
+    memset(j, 0, sizeof *j);
+    j->ex = ex;
+    j->fn = fn;
+    j->arg = arg;
+    return j;
+}
+
+int evl_executor_run_on(evl_loop *loop, evl_executor *ex, evl_work_fn fn, void *arg,
+                        void **result) {
+    evl_task *t;
+    evl__xjob *j;
+    int err = evl__task_enter(loop, &t);
+    if (err < 0) return err;
+    if (!ex || !fn) return -EINVAL;
+    if (!(j = evl__job_new(loop, ex, fn, arg))) return -ENOMEM;
+    j->waiter = t;
+    /* Backpressure: while the queue is full, wait for a completion to make room. */
+    while ((err = evl__executor_enqueue(ex, j)) == -EAGAIN) {
+        err = evl__task_suspend(loop, t, &ex->room);
+        if (err < 0) break;
+        if ((err = evl__task_enter(loop, &t)) < 0) break;
+    }
+    if (err < 0) {
+        evl__free(loop, j);
+        return err;
+    }
+    err = evl__task_suspend(loop, t, NULL);
+    if (err >= 0 && j->delivered) {
+        if (result) *result = t->wake_value;
+        evl__free(loop, j);
+        return 0;
+    }
+    /* Cancelled or out of time: a queued job never runs; a running one is orphaned. */
+    if (j->delivered) evl__free(loop, j);
+    else if (evl__job_dequeue(ex, j)) {
+        evl__job_unlink(ex, j);
+        evl__free(loop, j);
+    } else {
+        j->orphaned = 1;
+    }
+    return err < 0 ? err : -ECANCELED;
+}
+
+int evl_executor_run(evl_loop *loop, evl_work_fn fn, void *arg, void **result) {
+    evl_executor *ex;
+    int err = evl__default_executor(loop, &ex);
+    return err < 0 ? err : evl_executor_run_on(loop, ex, fn, arg, result);
+}
+
+int evl_executor_submit_on(evl_loop *loop, evl_executor *ex, evl_work_fn fn, void *arg,
+                           evl_future **out) {
+    evl_future *f;
+    evl__xjob *j;
+    int err;
+    EVL_ASSERT(loop);
+    if (!ex || !fn || !out) return -EINVAL;
+    *out = NULL;
+    if ((err = evl_future_new(loop, &f)) < 0) return err;
+    if (!(j = evl__job_new(loop, ex, fn, arg))) {
+        evl_future_free(loop, f);
+        return -ENOMEM;
+    }
+    j->future = f;
+    if ((err = evl__executor_enqueue(ex, j)) < 0) {
+        evl__free(loop, j);
+        evl_future_free(loop, f);
+        return err;
+    }
+    f->cancel_hook = evl__job_future_gone;
+    f->cancel_ctx = j;
+    *out = f;
+    return 0;
+}
+
+int evl_executor_submit(evl_loop *loop, evl_work_fn fn, void *arg, evl_future **out) {
+    evl_executor *ex;
+    int err = evl__default_executor(loop, &ex);
+    return err < 0 ? err : evl_executor_submit_on(loop, ex, fn, arg, out);
+}
+
+/* Gives up on what the pool still holds: waiters and futures hear -ECANCELED. */
+static void evl__executor_fail_jobs(evl_loop *loop, evl_executor *ex, evl__xjob *queued) {
+    while (queued) {
+        evl__xjob *j = queued;
+        queued = j->next;
+        evl__job_unlink(ex, j);
+        if (j->future) {
+            evl_future *f = j->future;
+            f->cancel_hook = NULL;
+            evl_future_set(loop, f, -ECANCELED, NULL);
+            evl__free(loop, j);
+        } else if (j->waiter && !j->orphaned) {
+            j->delivered = 1;
+            evl__task_wake(loop, j->waiter, -ECANCELED, NULL, 0);
+        } else {
+            evl__free(loop, j);
+        }
+    }
+}
+
+static void evl__executor_unlink(evl_loop *loop, evl_executor *ex) {
+    evl_executor **pp = &loop->executors;
+    while (*pp != ex) pp = &(*pp)->next;
+    *pp = ex->next;
+    if (loop->default_executor == ex) loop->default_executor = NULL;
+}
+
+int evl_executor_shutdown(evl_loop *loop, evl_executor *ex, evl_time timeout) {
+    evl__xjob *queued;
+    struct timespec until;
+    evl_time deadline = evl__time_add(evl__clock_read(), timeout > 0 ? timeout : 0);
+    int stuck;
+    EVL_ASSERT(loop);
+    if (!ex) return -EINVAL;
+    until.tv_sec = (time_t)(deadline / 1000000000);
+    until.tv_nsec = (long)(deadline % 1000000000);
+    pthread_mutex_lock(&ex->lock);
+    ex->stopping = 1;
+    queued = ex->qhead;
+    ex->qhead = ex->qtail = NULL;
+    ex->qlen = 0;
+    pthread_cond_broadcast(&ex->work);
+    while (ex->threads > 0 && pthread_cond_timedwait(&ex->exited, &ex->lock, &until) == 0) {
+    }
+    stuck = ex->threads > 0 ? ex->busy : 0;
+    if (stuck) ex->abandoned = 1;
+    pthread_mutex_unlock(&ex->lock);
+    evl__executor_fail_jobs(loop, ex, queued);
+    evl__executor_unlink(loop, ex);
+    if (stuck) {
+        /* A job is stuck in its thread. The thread is left to finish on its own; it will not
+           touch the loop again, and the pool and its jobs stay allocated for it. */
+        evl__xjob *j;
+        char msg[96];
+        snprintf(msg, sizeof msg, "%d executor job(s) still running after the shutdown deadline",
+                 stuck);
+        evl__report(loop, msg, -ETIMEDOUT, NULL);
+        for (j = ex->in_flight; j; j = j->fnext) {
+            loop->jobs_in_flight--;
+            if (j->future) {
+                j->future->cancel_hook = NULL;
+                evl_future_set(loop, j->future, -ECANCELED, NULL);
+            } else if (j->waiter && !j->orphaned && !j->delivered) {
+                evl__task_wake(loop, j->waiter, -ECANCELED, NULL, 0);
+            }
+            j->waiter = NULL;
+            j->future = NULL;
+        }
+        return -ETIMEDOUT;
+    }
+    evl__executor_drain(loop, ex);
+    pthread_cond_destroy(&ex->work);
+    pthread_cond_destroy(&ex->exited);
+    pthread_mutex_destroy(&ex->lock);
+    evl__free(loop, ex);
+    return 0;
+}
+
+static void evl__executor_gauges(const evl_loop *loop, evl_stats *out) {
+    evl_executor *ex;
+    for (ex = loop->executors; ex; ex = ex->next) {
+        pthread_mutex_lock(&ex->lock);
+        out->executor_queue += ex->qlen;
+        out->executor_busy += (size_t)ex->busy;
+        pthread_mutex_unlock(&ex->lock);
+    }
+}
+
+/* Shuts every pool, sharing one deadline. */
+static void evl__executors_shutdown(evl_loop *loop, evl_time timeout) {
+    evl_time deadline = evl__time_add(evl__clock_read(), timeout > 0 ? timeout : 0);
+    while (loop->executors) {
+        evl_time left = deadline - evl__clock_read();
+        evl_executor_shutdown(loop, loop->executors, left > 0 ? left : 0);
+    }
+}
+#endif /* executor */
+
+/* ==== >>signals ==== */
+#ifndef EVL_NO_SIGNALS
+/* The process-wide routing table: for each signal, the loops that watch it and the
+   disposition to restore when the last watcher stops. The handler only reads it (atomically)
+   and writes per-loop pending flags and the loops' wakeup fds, which is async-signal-safe. */
+#define EVL__SIG_LOOPS 16
+typedef struct evl__sigslot {
+    evl_loop *loops[EVL__SIG_LOOPS];
+    int watchers;
+    struct sigaction old;
+} evl__sigslot;
+static evl__sigslot evl__sigtab[EVL__NSIG];
+#ifndef EVL_NO_THREADS
+static pthread_mutex_t evl__sig_lock = PTHREAD_MUTEX_INITIALIZER;
+#endif
+
+static void evl__sig_lock_take(void) {
+#ifndef EVL_NO_THREADS
+    pthread_mutex_lock(&evl__sig_lock);
+#endif
+}
+
+static void evl__sig_lock_give(void) {
+#ifndef EVL_NO_THREADS
+    pthread_mutex_unlock(&evl__sig_lock);
+#endif
+}
+
+static void evl__signal_handler(int signo) {
+    int saved = errno, i;
+    for (i = 0; i < EVL__SIG_LOOPS; i++) {
+        evl_loop *loop = __atomic_load_n(&evl__sigtab[signo].loops[i], __ATOMIC_ACQUIRE);
+        if (!loop) continue;
+        __atomic_store_n(&loop->sig_pending[signo], 1, __ATOMIC_SEQ_CST);
+        __atomic_store_n(&loop->async_pending, 1, __ATOMIC_SEQ_CST);
+        evl__wakeup_signal(loop);
+    }
+    errno = saved;
+}
+
+void evl_signal_init(evl_signal *s, int signo, evl_cb cb, void *arg) {
+    memset(s, 0, sizeof *s);
+    s->signo = signo;
+    s->cb = cb;
+    s->arg = arg;
+}
+
+/* Adds loop to signo's routing slots, installing the handler for the first watcher. */
+static int evl__sigtab_add(evl_loop *loop, int signo) {
+    evl__sigslot *slot = &evl__sigtab[signo];
+    int i, free_slot = -1;
+    for (i = 0; i < EVL__SIG_LOOPS; i++) {
+        if (slot->loops[i] == loop) free_slot = -2;
+        else if (!slot->loops[i] && free_slot == -1) free_slot = i;
+    }
+    if (free_slot == -1) return -ENOSPC;
+    if (slot->watchers == 0) {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = evl__signal_handler;
+        sa.sa_flags = SA_RESTART;
+        sigfillset(&sa.sa_mask);
+        if (sigaction(signo, &sa, &slot->old) < 0) return -errno;
+    }
+    if (free_slot >= 0) __atomic_store_n(&slot->loops[free_slot], loop, __ATOMIC_RELEASE);
+    slot->watchers++;
+    return 0;
+}
+
+static void evl__sigtab_remove(evl_loop *loop, int signo, int last_of_loop) {
+    evl__sigslot *slot = &evl__sigtab[signo];
+    int i;
+    if (last_of_loop)
+        for (i = 0; i < EVL__SIG_LOOPS; i++)
+            if (slot->loops[i] == loop) __atomic_store_n(&slot->loops[i], (evl_loop *)NULL, __ATOMIC_RELEASE);
+    if (--slot->watchers == 0) sigaction(signo, &slot->old, NULL);
+}
+
+int evl_signal_start(evl_loop *loop, evl_signal *s) {
+    int err;
+    EVL_ASSERT(loop);
+    if (!s || !s->cb || s->signo <= 0 || s->signo >= EVL__NSIG || s->signo == SIGKILL ||
+        s->signo == SIGSTOP)
+        return -EINVAL;
+    if (s->active) evl_signal_stop(s->loop, s);
+    evl__sig_lock_take();
+    err = evl__sigtab_add(loop, s->signo);
+    if (err == 0) {
+        s->next = loop->sig_watchers[s->signo];
+        loop->sig_watchers[s->signo] = s;
+        s->loop = loop;
+        s->active = 1;
+        __atomic_add_fetch(&loop->signals_active, 1, __ATOMIC_SEQ_CST);
+    }
+    evl__sig_lock_give();
+    return err;
+}
+
+int evl_signal_stop(evl_loop *loop, evl_signal *s) {
+    evl_signal **pp;
+    EVL_ASSERT(loop);
+    if (!s) return -EINVAL;
+    evl__sig_lock_take();
+    if (s->active && s->loop == loop) {
+        for (pp = &loop->sig_watchers[s->signo]; *pp != s; pp = &(*pp)->next) {
+        }
+        *pp = s->next;
+        s->active = 0;
+        s->next = NULL;
+        evl__sigtab_remove(loop, s->signo, loop->sig_watchers[s->signo] == NULL);
+        __atomic_sub_fetch(&loop->signals_active, 1, __ATOMIC_SEQ_CST);
+    }
+    evl__sig_lock_give();
+    return 0;
+}
+
+/* Runs the watchers of every signal that arrived. The table lock is held only to pick the
+   next watcher, so callbacks may start and stop watchers; `seen` marks those already run. */
+static void evl__signals_dispatch(evl_loop *loop) {
+    int signo;
+    for (signo = 1; signo < EVL__NSIG; signo++) {
+        unsigned round;
+        if (!__atomic_exchange_n(&loop->sig_pending[signo], 0, __ATOMIC_SEQ_CST)) continue;
+        round = ++loop->sig_round;
+        for (;;) {
+            evl_signal *s;
+            evl_cb cb = NULL;
+            void *arg = NULL;
+            evl__sig_lock_take();
+            for (s = loop->sig_watchers[signo]; s; s = s->next) {
+                if (s->seen == round) continue;
+                s->seen = round;
+                cb = s->cb;
+                arg = s->arg;
+                break;
+            }
+            evl__sig_lock_give();
+            if (!cb) break;
+            cb(loop, arg);
+        }
+    }
+}
+
+static void evl__signals_close(evl_loop *loop) {
+    int signo;
+    evl__sig_lock_take();
+    for (signo = 1; signo < EVL__NSIG; signo++) {
+        while (loop->sig_watchers[signo]) {
+            evl_signal *s = loop->sig_watchers[signo];
+            loop->sig_watchers[signo] = s->next;
+            s->active = 0;
+            s->next = NULL;
+            evl__sigtab_remove(loop, signo, loop->sig_watchers[signo] == NULL);
+        }
+    }
+    evl__sig_lock_give();
+    loop->signals_active = 0;
+}
+#endif /* EVL_NO_SIGNALS */
+
+/* Everything other threads and signal handlers hand to the loop outside the post queue. */
+static void evl__async_dispatch(evl_loop *loop) {
+    if (!__atomic_exchange_n(&loop->async_pending, 0, __ATOMIC_SEQ_CST)) return;
+#if !defined(EVL_NO_TASKS) && !defined(EVL_NO_THREADS)
+    evl__executors_drain(loop);
+#endif
+#ifndef EVL_NO_SIGNALS
+    evl__signals_dispatch(loop);
+#endif
+}
+
+/* ==== >>shutdown ==== */
+static int evl__hook_add(evl_loop *loop, evl__job **hooks, size_t *len, size_t *cap, evl_cb cb,
+                         void *arg) {
+    EVL_ASSERT(loop);
+    if (!cb) return -EINVAL;
+    if (evl__grow(loop, (void **)hooks, cap, *len + 1, sizeof **hooks) < 0) return -ENOMEM;
+    (*hooks)[*len].cb = cb;
+    (*hooks)[*len].arg = arg;
+    (*len)++;
+    return 0;
+}
+
+int evl_on_shutdown(evl_loop *loop, evl_cb cb, void *arg) {
+    return evl__hook_add(loop, &loop->shutdown_hooks, &loop->shutdown_hooks_len,
+                         &loop->shutdown_hooks_cap, cb, arg);
+}
+
+int evl_on_close(evl_loop *loop, evl_cb cb, void *arg) {
+    return evl__hook_add(loop, &loop->close_hooks, &loop->close_hooks_len, &loop->close_hooks_cap,
+                         cb, arg);
+}
+
+/* Runs each close hook once, in registration order. */
+static void evl__close_hooks_run(evl_loop *loop) {
+    size_t i;
+    if (loop->close_hooks_ran) return;
+    loop->close_hooks_ran = 1;
+    for (i = 0; i < loop->close_hooks_len; i++) loop->close_hooks[i].cb(loop, loop->close_hooks[i].arg);
+}
+
+/* The last step of a shutdown: name the tasks that did not finish in time, shut the
+   executors within what is left of the grace period, run the close hooks, stop. */
+static void evl__shutdown_finish(evl_loop *loop, void *arg) {
+    (void)arg;
+    if (loop->shutdown_state != 1) return;
+    loop->shutdown_state = 2;
+    evl_timer_stop(loop, &loop->shutdown_timer);
+#ifndef EVL_NO_TASKS
+    {
+        evl_task *t;
+        for (t = loop->tasks; t; t = t->next)
+            if (t->state != EVL__T_DONE)
+                evl__report(loop, "task did not finish within the shutdown grace period",
+                            -ETIMEDOUT, t);
+    }
+#endif
+#if !defined(EVL_NO_TASKS) && !defined(EVL_NO_THREADS)
+    evl__executors_shutdown(loop, loop->shutdown_deadline - evl__clock_read());
+#endif
+    evl__close_hooks_run(loop);
+    evl_stop(loop);
+}
+
+/* Called as tasks finish during a shutdown: the last one ends the wait early. */
+static void evl__shutdown_task_done(evl_loop *loop) {
+#ifndef EVL_NO_TASKS
+    if (loop->shutdown_state == 1 && loop->tasks_alive == 0 && !loop->shutdown_finish_queued) {
+        loop->shutdown_finish_queued = 1;
+        evl_call_soon(loop, evl__shutdown_finish, NULL);
+    }
+#else
+    (void)loop;
+#endif
+}
+
+int evl_shutdown(evl_loop *loop, evl_time grace) {
+    size_t i;
+    EVL_ASSERT(loop);
+    if (loop->shutdown_state) return -EALREADY;
+    if (grace < 0) grace = 0;
+    loop->shutdown_state = 1;
+    loop->shutdown_deadline = evl__time_add(evl__clock_read(), grace);
+    for (i = 0; i < loop->shutdown_hooks_len; i++)
+        loop->shutdown_hooks[i].cb(loop, loop->shutdown_hooks[i].arg);
+#ifndef EVL_NO_TASKS
+    {
+        evl_task *t;
+        for (t = loop->tasks; t; t = t->next)
+            if (t->state != EVL__T_DONE) evl_task_cancel(loop, t);
+    }
+#endif
+    /* The grace period is real time even under the virtual clock: it bounds a real exit. */
+    evl_timer_init(&loop->shutdown_timer, evl__shutdown_finish, NULL);
+    evl_timer_start(loop, &loop->shutdown_timer, loop->virtual_clock ? 0 : grace, 0);
+    evl__shutdown_task_done(loop);
+    return 0;
+}
+
+/* ==== >>fork ==== */
+int evl_loop_fork(evl_loop *loop) {
+    int err, i;
+    EVL_ASSERT(loop);
+#ifndef EVL_NO_SIGNALS
+    /* Only this loop survives in the child: other loops of the parent must not receive the
+       child's signals (their wakeup fds are the parent's), and pending ones were the parent's. */
+    for (i = 1; i < EVL__NSIG; i++) {
+        int k;
+        __atomic_store_n(&loop->sig_pending[i], 0, __ATOMIC_SEQ_CST);
+        for (k = 0; k < EVL__SIG_LOOPS; k++)
+            if (evl__sigtab[i].loops[k] != loop) evl__sigtab[i].loops[k] = NULL;
+    }
+#else
+    (void)i;
+#endif
+#if !defined(EVL_NO_TASKS) && !defined(EVL_NO_THREADS)
+    /* The parent's workers do not exist here: forget the pools without touching their locks. */
+    while (loop->executors) {
+        evl_executor *ex = loop->executors;
+        evl__xjob *j = ex->in_flight;
+        while (j) {
+            evl__xjob *next = j->fnext;
+            if (j->future) {
+                j->future->cancel_hook = NULL;
+                evl_future_set(loop, j->future, -ECANCELED, NULL);
+            } else if (j->waiter && !j->delivered) {
+                evl__task_wake(loop, j->waiter, -ECANCELED, NULL, 0);
+            }
+            j = next;
+        }
+        loop->executors = ex->next;
+    }
+    loop->default_executor = NULL;
+    loop->jobs_in_flight = 0;
+#endif
+    /* New kernel objects: the parent's epoll set and wakeup fd must not be shared. */
+    evl_io_stop(loop, &loop->wake_io);
+    evl__wakeup_close(loop);
+    loop->backend->destroy(loop);
+    if ((err = loop->backend->init(loop)) < 0) return err;
+    if ((err = evl__backend_reregister(loop)) < 0) return err;
+    if ((err = evl__wakeup_open(loop)) < 0) return err;
+    evl_io_init(&loop->wake_io, loop->wake_rfd, evl__wakeup_cb, NULL);
+    __atomic_store_n(&loop->wake_sent, 0, __ATOMIC_SEQ_CST);
+#ifndef EVL_NO_THREADS
+    loop->owner = pthread_self();
+    if (pthread_mutex_init(&loop->inbox_lock, NULL) != 0) return -ENOMEM;
+#endif
+    return evl_io_start(loop, &loop->wake_io, EVL_READ);
+}
+
+/* ==== >>runner ==== */
+#ifndef EVL_NO_TASKS
+typedef struct evl__main_ctx {
+    evl_task_fn fn;
+    void *arg;
+    int result, signals;
+    evl_time grace;
+} evl__main_ctx;
+
+static int evl__main_task(evl_loop *loop, void *arg) {
+    evl__main_ctx *m = (evl__main_ctx *)arg;
+    m->result = m->fn(loop, m->arg);
+    /* main is done: the rest of the program is wound down as after a signal. */
+    evl_shutdown(loop, m->grace);
+    return m->result;
+}
+
+#ifndef EVL_NO_SIGNALS
+static void evl__main_signal(evl_loop *loop, void *arg) {
+    evl__main_ctx *m = (evl__main_ctx *)arg;
+    if (++m->signals > 1) {
+        evl__log(loop, EVL_LOG_WARN, "evloop: second signal: exiting now");
+        _exit(130);
+    }
+    evl__log(loop, EVL_LOG_INFO, "evloop: signal received: shutting down (grace %.1f s)",
+             (double)m->grace / 1e9);
+    evl_shutdown(loop, m->grace);
+}
+#endif
+
+int evl_main(const evl_config *cfg, evl_task_fn main_fn, void *arg) {
+    evl_loop *loop;
+    evl__main_ctx m;
+    evl_task_opts opts = {"main", 0};
+    evl_task *t;
+    int err;
+#ifndef EVL_NO_SIGNALS
+    evl_signal sigint, sigterm;
+#endif
+    if (!main_fn) return -EINVAL;
+    if ((err = evl_loop_new(&loop, cfg)) < 0) return err;
+    memset(&m, 0, sizeof m);
+    m.fn = main_fn;
+    m.arg = arg;
+    m.grace = loop->shutdown_grace;
+#if !defined(EVL_NO_THREADS)
+    evl__log(loop, EVL_LOG_INFO, "evloop %s: backend %s, debug %s, executor %d threads",
+             EVLOOP_VERSION, loop->backend->name, loop->debug ? "on" : "off",
+             loop->executor_threads ? loop->executor_threads
+                                    : (evl__ncpu() + 4 < 32 ? evl__ncpu() + 4 : 32));
+#else
+    evl__log(loop, EVL_LOG_INFO, "evloop %s: backend %s, debug %s", EVLOOP_VERSION,
+             loop->backend->name, loop->debug ? "on" : "off");
+#endif
+#ifndef EVL_NO_SIGNALS
+    evl_signal_init(&sigint, SIGINT, evl__main_signal, &m);
+    evl_signal_init(&sigterm, SIGTERM, evl__main_signal, &m);
+    if ((err = evl_signal_start(loop, &sigint)) < 0 || (err = evl_signal_start(loop, &sigterm)) < 0) {
+        evl_loop_close(loop);
+        return err;
+    }
+#endif
+    if ((err = evl_task_spawn_at(loop, &t, evl__main_task, &m, &opts, NULL, 0)) == 0) {
+        err = evl_run(loop);
+        if (err == 0) {
+            int result = -ECANCELED;
+            if (evl_task_done(t)) evl_task_join(loop, t, &result);
+            /* Cancelled by a shutdown is how a signalled program ends: that is success. */
+            err = result == -ECANCELED && loop->shutdown_state ? 0 : result;
+        }
+    }
+#ifndef EVL_NO_SIGNALS
+    evl_signal_stop(loop, &sigint);
+    evl_signal_stop(loop, &sigterm);
+#endif
+    evl_loop_close(loop);
+    return err;
+}
+#endif /* EVL_NO_TASKS */
 
 #ifdef __cplusplus
 }
