@@ -61,6 +61,9 @@
                              without mmap
      EVL_NO_VALGRIND         do not include <valgrind/valgrind.h> even when it exists (by default
                              task stacks are registered with Valgrind when the header is there)
+     EVL_NO_SIGNALS          leave signal watchers out
+     EVL_NO_SITE_MACROS      do not define the macros that record registration sites (see
+                             ERROR BOUNDARY AND DEBUG MODE)
 
    CONFIGURATION (run time)
    ------------------------
@@ -86,6 +89,16 @@
                  process by default (vm.max_map_count): raise that limit
                  (sysctl vm.max_map_count=262144) or turn guards off to run more than about
                  30 000 tasks at once. Spawning past the limit fails with -ENOMEM.
+     stall_threshold  0: no watchdog; else a thread that reports a callback or task step
+                 still running after this long, while it runs.
+     clock       EVL_CLOCK_MONOTONIC (0) or EVL_CLOCK_VIRTUAL (for tests, see below).
+     log, log_ud the log hook `void fn(int level, const char *message, void *ud)`; NULL writes
+                 EVL_LOG_WARN and EVL_LOG_ERROR lines to stderr. The library prints nothing else.
+                 It may be called from the watchdog's thread: make it thread-safe.
+     executor_threads  the default executor's size (0: min(32, ncpu + 4), as asyncio's).
+     executor_queue    its bound on queued jobs (0: 1024).
+     shutdown_grace    the grace period of evl_main's signal-driven shutdown and the longest
+                 evl_loop_close waits for executor jobs (0: 25 s).
 
    CONCEPTS
    --------
@@ -206,13 +219,106 @@
    its consumer. After a wakeup a task never touches the object it waited on, so freeing an
    event, semaphore, queue, future or group while tasks wait is safe: they get -ECANCELED.
 
+   ERROR BOUNDARY AND DEBUG MODE
+   -----------------------------
+   Errors a caller can receive are returned. Those nobody can receive go to the loop's
+   exception handler (evl_set_exception_handler) as an evl_exception: a detached task that
+   returned a failure; a joinable task that failed and was never joined (at close); a backend
+   failure (evl_run also returns it); evl_accept out of file descriptors (also returned, and
+   reported at most once a second); executor jobs still stuck after a shutdown deadline; tasks
+   that outlived the shutdown grace period. -ECANCELED is never reported. The default handler
+   (evl_default_exception_handler, which a custom handler may call) writes one line through
+   the log hook: "evloop: detached task failed: input/output error (task 'w3' spawned at
+   server.c:88)". evl_call_exception_handler sends your own errors the same way.
+
+   Debug mode (evl_config.debug, evl_set_debug, or EVLOOP_DEBUG=1 in the environment) times
+   every callback and task step and reports one that ran longer than the slow threshold
+   (100 ms; evl_set_slow_callback changes it and can receive the evl_slow_report instead of the
+   log): what ran (callback, timer, I/O watcher, or the task's name) and where it was
+   registered, which the macros evl_call_soon, evl_timer_init, evl_io_init, evl_task_spawn and
+   evl_group_spawn record (__FILE__, __LINE__); it records tasks' spawn sites for the
+   exception handler, refuses calls that only the loop's thread may make when another thread
+   makes them (-EPERM and an error line, instead of silent corruption), and says at close what
+   was still alive. Off, it costs one predictable branch per callback.
+
+   The stall watchdog (evl_config.stall_threshold) is a thread that sees a callback or task
+   step still running past the threshold and logs it while the loop is still stuck, which
+   asyncio can only do after the fact: "evloop: loop stalled: timer registered at
+   server.c:40 has been running for 512 ms and has not returned".
+
+   evl_loop_stats fills evl_stats: iterations, callbacks run, tasks spawned and alive, active
+   timers, watched fds, executor queue depth and busy threads, loop lag (how late the last
+   timer fired, and the worst so far), slow callbacks and stalls. evl_set_task_hooks calls you
+   on every spawn and finish (the C counterpart of asyncio's task factory).
+
+   The virtual clock (evl_config.clock = EVL_CLOCK_VIRTUAL) starts at 0 and stands still while
+   work is ready; when the loop would sleep until a timer, it jumps to the timer instead (I/O is
+   still polled, without waiting). A test of a one-hour timeout runs in microseconds and the
+   same way every time.
+
+   EXECUTOR, SIGNALS, SHUTDOWN
+   ---------------------------
+   Blocking work (a database driver, a DNS lookup, a compression) leaves the loop thread:
+
+       void *rows;
+       int err = evl_executor_run(loop, query_db, &request, &rows);   // in a task
+
+   Each loop has its own pool, started on first use with evl_config.executor_threads threads
+   and a queue bounded by evl_config.executor_queue. A task offloading to a full queue waits
+   for room (backpressure; cancellation and deadlines apply while it waits); evl_executor_submit
+   from a callback returns a future, or -EAGAIN when full. Results return on the loop thread
+   through the same coalesced wakeup as posts, many per wakeup. Cancelling a task (or the
+   future) while its job is queued means the job never runs; once running, it finishes and its
+   result is dropped. evl_executor_new makes further pools, so CPU-bound work sized to the
+   cores does not starve blocking I/O (C has no GIL: threads are the answer to the seeds'
+   ProcessPoolExecutor advice). evl_executor_shutdown cancels what is queued, waits for what
+   runs until its deadline, reports a job still stuck and returns: it never hangs.
+
+   Signals: an evl_signal watcher runs its callback on the loop thread after the signal
+   arrived. One process-wide handler sets a per-loop pending flag and writes the loop's wakeup,
+   so any thread may start a watcher, several loops may watch one signal, and a signal that
+   arrives before evl_run is delivered when it runs. Arrivals between two runs of the callback
+   coalesce into one. The disposition from before the first watcher comes back when the last
+   one stops. 0, negative, too large, SIGKILL and SIGSTOP are -EINVAL.
+
+   evl_shutdown(loop, grace) is the graceful exit an orchestrator expects between SIGTERM and
+   SIGKILL: it runs the evl_on_shutdown hooks (close your listeners there), cancels every task,
+   waits for them until the grace period ends (or less, when the last one finishes), reports
+   by name each task still running, shuts the executors within what is left, runs the
+   evl_on_close hooks and stops the loop. evl_main(cfg, main, arg) is the whole bootstrap: the
+   loop, SIGINT and SIGTERM wired to evl_shutdown(cfg->shutdown_grace) (a second signal exits
+   at once), main run as a task (when it returns, the rest is shut down the same way), the
+   loop closed, main's result returned (0 when main ended because a shutdown cancelled it).
+   evl_loop_fork(loop) prepares a loop for the child after fork(): new backend and wakeup fds
+   and no executor threads, and the parent's signals are not delivered twice.
+
+   CONFIGURING A LOOP FOR PRODUCTION
+   ---------------------------------
+   The seed documents' checklist for an asyncio service, step by step, in evloop:
+     1. Backend: the best one is the default (epoll, kqueue); EVLOOP_BACKEND overrides it at
+        run time, and an unavailable choice is an error, never a silent fallback.
+     2. Debug gating: leave evl_config.debug at -1 so EVLOOP_DEBUG=1 in the environment turns
+        it on for a debugging session, never in the production image.
+     3. Error boundary: evl_set_exception_handler from main, before spawning detached tasks;
+        forward to your logging, then call evl_default_exception_handler.
+     4. Slow callbacks: evl_set_slow_callback(loop, EVL_MSEC(100), NULL, NULL) (lower it to
+        20 ms while hunting a stall); add evl_config.stall_threshold to catch a stall live.
+     5. Executor sizing: evl_config.executor_threads for blocking I/O (min(32, ncpu + 4) by
+        default), a bounded evl_config.executor_queue, and an evl_executor_new pool the size
+        of the core count for CPU-bound work.
+     6. Signals and shutdown: evl_main wires SIGINT and SIGTERM to evl_shutdown with
+        evl_config.shutdown_grace, shorter than the orchestrator's termination grace period;
+        close listeners in an evl_on_shutdown hook, flush in evl_on_close.
+   examples/bootstrap.c is all of it in 100 lines.
+
    THREADS AND SIGNALS
    -------------------
    A loop belongs to the thread that runs it; run one loop per thread, as many loops per process
    as you like. Each declaration below says whether it is thread-safe. From other threads use
    evl_call_soon_threadsafe (a multi-producer queue: each producer's order is kept, nothing is
    lost or run twice, and a sleeping loop is woken by one eventfd or pipe write however many
-   posts arrive before it wakes), evl_stop, evl_loop_ref and evl_loop_unref. A thread that will
+   posts arrive before it wakes), evl_stop, evl_loop_ref, evl_loop_unref,
+   evl_future_set_threadsafe and evl_signal_start/stop. A thread that will
    post to a loop with nothing else to wait for should hold evl_loop_ref, or evl_run may return
    before the post arrives. Interrupted system calls (EINTR) are retried inside the poll.
 
@@ -234,7 +340,10 @@
      -ETIMEDOUT  the task's deadline has passed
      -ESRCH      cancelling or joining a task that has finished or was joined
      -EALREADY   completing a future twice
-     -EAGAIN     evl_sem_try_acquire, evl_queue_try_put or evl_queue_try_get could not proceed
+     -EAGAIN     evl_sem_try_acquire, evl_queue_try_put, evl_queue_try_get or
+                 evl_executor_submit could not proceed
+     -ESHUTDOWN  offloading to an executor that is shutting down
+     -EPERM      (debug mode) a loop-thread-only call made from another thread
      other       whatever the backend's system call reported (epoll_ctl on a regular file: -EPERM)
 
    PLATFORMS
@@ -3409,6 +3518,14 @@ static void evl__sited_cb(evl_loop *loop, void *arg) {
     rec.cb(loop, rec.arg);
 }
 
+/* "timer registered at x.c:12", or just "timer" when no site was recorded. */
+static const char *evl__describe_site(char *buf, size_t size, const char *what, const char *file,
+                                      int line) {
+    if (file) snprintf(buf, size, "%s registered at %s:%d", what, file, line);
+    else snprintf(buf, size, "%s", what);
+    return buf;
+}
+
 static void evl__step_begin(evl_loop *loop, const char *what, const char *file, int line) {
     loop->step_t0 = evl__clock_read();
 #ifndef EVL_NO_THREADS
@@ -3437,9 +3554,9 @@ static void evl__step_end(evl_loop *loop, const char *what, const char *file, in
         r.duration = took;
         loop->slow_fn(loop, &r, loop->slow_ud);
     } else {
-        evl__log(loop, EVL_LOG_WARN, "evloop: slow %s%s%s:%d took %.1f ms", what,
-                 file ? " registered at " : "", file ? file : "", file ? line : 0,
-                 (double)took / 1e6);
+        char site[256];
+        evl__log(loop, EVL_LOG_WARN, "evloop: slow %s took %.1f ms",
+                 evl__describe_site(site, sizeof site, what, file, line), (double)took / 1e6);
     }
 }
 
@@ -3538,9 +3655,10 @@ static void *evl__watchdog_main(void *arg) {
             const char *what = __atomic_load_n(&loop->step_what, __ATOMIC_RELAXED);
             const char *file = __atomic_load_n(&loop->step_file, __ATOMIC_RELAXED);
             int line = __atomic_load_n(&loop->step_line, __ATOMIC_RELAXED);
-            evl__log(loop, EVL_LOG_WARN, "evloop: loop stalled: %s%s%s:%d has been running "
-                     "for %.0f ms and has not returned", what, file ? " registered at " : "",
-                     file ? file : "", file ? line : 0, (double)(real - started) / 1e6);
+            char site[256];
+            evl__log(loop, EVL_LOG_WARN, "evloop: loop stalled: %s has been running for %.0f ms "
+                     "and has not returned", evl__describe_site(site, sizeof site, what, file, line),
+                     (double)(real - started) / 1e6);
         }
     }
     pthread_mutex_unlock(&loop->watchdog_lock);
