@@ -548,7 +548,7 @@ EVL_API void evl_set_slow_callback(evl_loop *loop, evl_time threshold, evl_slow_
 typedef struct evl_stats {
     uint64_t iterations, callbacks;        /* loop iterations; callbacks and task steps run */
     uint64_t tasks_spawned;
-    size_t tasks_alive, timers, fds;       /* live tasks, active timers, watched fds */
+    size_t tasks_alive, timers, fds;       /* live tasks, active timers, fds watched */
     size_t executor_queue, executor_busy;  /* queued jobs, busy threads (no executor yet: 0) */
     evl_time lag_last, lag_max;            /* how late the last / the latest timer fired */
     uint64_t slow_callbacks, stalls;       /* slow reports (debug), watchdog reports */
@@ -1052,6 +1052,7 @@ struct evl_loop {
     evl_io **pending;        /* watchers with events to deliver in this iteration */
     size_t pending_len, pending_cap;
     size_t io_active;        /* user watchers (the wakeup watcher is not counted) */
+    size_t fds_watched;      /* fds with at least one watcher (the wakeup's included) */
 
     /* Cross-thread state. `inbox` is filled by producers under inbox_lock; the loop swaps it
        with `inbox_spare` (empty storage). The atomics use __atomic builtins only. */
@@ -1106,9 +1107,10 @@ struct evl_loop {
     int virtual_clock;
     evl_time virtual_now;
     evl_stats stats;
-    evl_time accept_reported;   /* last EMFILE report of evl_accept (once a second at most) */
+    evl_time accept_next_report;  /* evl_accept reports EMFILE once a second at most */
 #ifndef EVL_NO_THREADS
     pthread_t owner;            /* the thread that runs the loop (debug-mode checks) */
+    int owner_known;
     /* The stall watchdog: the loop publishes each step it starts (atomics); the watchdog
        thread reports a step still running past the threshold. */
     evl_time stall_threshold;
@@ -1249,7 +1251,15 @@ void evl_call_exception_handler(evl_loop *loop, const evl_exception *e) {
    -EPERM and a report instead of corrupting the loop. */
 static int evl__foreign_thread(evl_loop *loop, const char *call) {
 #ifndef EVL_NO_THREADS
-    if (loop->debug && !pthread_equal(loop->owner, pthread_self())) {
+    if (!loop->debug) return 0;
+    if (!loop->owner_known) {
+        /* The first thread that uses the loop owns it: a loop may be created on one thread
+           and handed to another that sets it up and runs it. */
+        loop->owner = pthread_self();
+        loop->owner_known = 1;
+        return 0;
+    }
+    if (!pthread_equal(loop->owner, pthread_self())) {
         evl__log(loop, EVL_LOG_ERROR, "evloop: %s called from a thread that does not run the "
                  "loop (use evl_call_soon_threadsafe): refused with -EPERM", call);
         return -EPERM;
@@ -1890,6 +1900,7 @@ static int evl__io_attach(evl_loop *loop, evl_io *w, int events) {
     if (!w->active) {
         err = evl__fds_reserve(loop, w->fd);
         if (err < 0) return err;
+        if (!loop->fds[w->fd].watchers) loop->fds_watched++;
         w->next = loop->fds[w->fd].watchers;
         loop->fds[w->fd].watchers = w;
     }
@@ -1910,7 +1921,10 @@ static int evl__io_attach(evl_loop *loop, evl_io *w, int events) {
     }
     if (err < 0) {
         w->events = old_events;
-        if (!w->active) loop->fds[w->fd].watchers = w->next;
+        if (!w->active) {
+            loop->fds[w->fd].watchers = w->next;
+            if (!w->next) loop->fds_watched--;
+        }
         return err;
     }
     if (want != s->registered) evl__fd_mark_dirty(loop, w->fd);
@@ -1930,6 +1944,7 @@ static void evl__io_detach(evl_loop *loop, evl_io *w) {
         loop->pending[w->pending - 1] = NULL;
         w->pending = 0;
     }
+    if (!s->watchers) loop->fds_watched--;
     if (!s->watchers && s->registered) s->emptied = 1;
     if (evl__fd_mark_dirty(loop, w->fd) < 0 && !s->watchers && s->registered) {
         /* No room to defer: remove it now rather than leave a registration nobody wants. */
@@ -2043,13 +2058,16 @@ int evl_timer_active(const evl_timer *t) {
    (or moves to its next deadline) before its callback runs, so the callback may do anything
    to it. */
 static int evl__timers_dispatch(evl_loop *loop, uint64_t batch) {
+    evl_time fired_at = 0; /* the clock when the first due timer fires, for the lag */
     int ran = 0;
     while (loop->heap_len) {
         evl__heap_entry top = loop->heap[0];
         evl_timer *t = top.timer;
         if (top.when > loop->now || top.seq >= batch) break;
-        /* Loop lag: how late this timer fires. */
-        loop->stats.lag_last = loop->now - top.when;
+        /* Loop lag: how late this timer fires, by the clock of this moment (the callbacks
+           before it in the drain count). */
+        if (!fired_at) fired_at = loop->virtual_clock ? loop->virtual_now : evl__clock_read();
+        loop->stats.lag_last = fired_at > top.when ? fired_at - top.when : 0;
         if (loop->stats.lag_last > loop->stats.lag_max) loop->stats.lag_max = loop->stats.lag_last;
         if (t->repeat) {
             evl_time next = evl__time_add(top.when, t->repeat);
@@ -3406,8 +3424,8 @@ int evl_accept(evl_loop *loop, int listen_fd, struct sockaddr *addr, socklen_t *
                hears of it too (at most once a second), as asyncio logs it. */
             int e = -errno;
             evl_time now = evl_now(loop);
-            if (!loop->accept_reported || now - loop->accept_reported >= EVL_SEC(1)) {
-                loop->accept_reported = now;
+            if (now >= loop->accept_next_report) {
+                loop->accept_next_report = evl__time_add(now, EVL_SEC(1));
                 evl__report(loop, "accept failed: out of file descriptors", e, t);
             }
             return e;
@@ -3470,7 +3488,10 @@ static void evl__tasks_close(evl_loop *loop) {
     int i;
     for (t = loop->tasks; t; t = t->next)
         if (t->state != EVL__T_DONE) evl_task_cancel(loop, t);
+    /* `running` keeps what the tasks' cleanup calls from re-entering the loop or closing it. */
+    loop->running = 1;
     for (i = 0; i < 64 && loop->tasks_alive; i++) evl__iterate(loop, 0, 0);
+    loop->running = 0;
     for (t = loop->tasks; t; t = t->next) {
         if (t->state == EVL__T_DONE && t->result < 0)
             evl__report(loop, "joinable task freed without its result collected", t->result, t);
@@ -3708,7 +3729,7 @@ void evl_loop_stats(const evl_loop *loop, evl_stats *out) {
     *out = loop->stats;
     out->stalls = __atomic_load_n(&loop->stalls, __ATOMIC_RELAXED);
     out->timers = loop->heap_len;
-    out->fds = loop->io_active;
+    out->fds = loop->fds_watched - (loop->wake_io.active ? 1 : 0);
 #ifndef EVL_NO_TASKS
     out->tasks_alive = loop->tasks_alive;
 #endif
@@ -3749,6 +3770,35 @@ static const char *evl__errnames(int err) {
     case EFAULT: return "bad address";
     case ENOSPC: return "no space left";
     case ESHUTDOWN: return "shutting down";
+    case EIO: return "input/output error";
+    case EACCES: return "permission denied";
+    case EADDRINUSE: return "address already in use";
+    case EADDRNOTAVAIL: return "address not available";
+    case EAFNOSUPPORT: return "address family not supported";
+    case ENOTSOCK: return "not a socket";
+    case EISCONN: return "socket is already connected";
+    case EDESTADDRREQ: return "destination address required";
+    case EMSGSIZE: return "message too long";
+    case ENOBUFS: return "no buffer space available";
+    case ENOPROTOOPT: return "protocol not available";
+    case EPROTONOSUPPORT: return "protocol not supported";
+    case ENETDOWN: return "network is down";
+    case ENETUNREACH: return "network is unreachable";
+    case EHOSTUNREACH: return "no route to host";
+    case ECONNABORTED: return "connection aborted";
+    case EISDIR: return "is a directory";
+    case ENOTDIR: return "not a directory";
+    case ENAMETOOLONG: return "file name too long";
+    case EROFS: return "read-only file system";
+    case ESPIPE: return "illegal seek";
+    case EOVERFLOW: return "value too large";
+    case E2BIG: return "argument list too long";
+    case ENXIO: return "no such device or address";
+    case ECHILD: return "no child processes";
+    case EDOM: return "argument out of domain";
+    case EFBIG: return "file too large";
+    case ENOTEMPTY: return "directory not empty";
+    case EXDEV: return "cross-device link";
     default: return NULL;
     }
 }
@@ -3796,7 +3846,6 @@ int evl_loop_new(evl_loop **out, const evl_config *cfg) {
     loop->slow_threshold = EVL_MSEC(100);
     loop->virtual_clock = cfg->clock == EVL_CLOCK_VIRTUAL;
 #ifndef EVL_NO_THREADS
-    loop->owner = pthread_self();
     loop->stall_threshold = cfg->stall_threshold;
 #endif
 #if !defined(EVL_NO_TASKS) && !defined(EVL_NO_THREADS)
@@ -3831,13 +3880,81 @@ int evl_loop_new(evl_loop **out, const evl_config *cfg) {
         return err;
     }
     evl__measure_update(loop);
+#ifndef EVL_NO_THREADS
+    loop->owner_known = 0; /* set-up above was ours: the loop's owner is its first user */
+#endif
     *out = loop;
     return 0;
 }
 
+/* The loop's own handles (task internals, the wakeup) are not the user's business at close. */
+static int evl__timer_is_internal(const evl_timer *t) {
+#ifndef EVL_NO_TASKS
+    return t->cb == evl__task_timer_cb || t->cb == evl__task_deadline_cb;
+#else
+    (void)t;
+    return 0;
+#endif
+}
+
+static int evl__io_is_internal(const evl_loop *loop, const evl_io *w) {
+#ifndef EVL_NO_TASKS
+    if (w->cb == evl__task_io_cb) return 1;
+#endif
+    return w == &loop->wake_io;
+}
+
+static int evl__job_is_internal(evl__job j) {
+#ifndef EVL_NO_TASKS
+    return j.cb == evl__task_run_cb;
+#else
+    (void)j;
+    return 0;
+#endif
+}
+
+/* At close, before tasks get their last iterations: the user's timers and watchers stop and
+   the user's queued callbacks and posts are dropped, never run. */
+static void evl__drop_user_work(evl_loop *loop) {
+    evl__batch posts;
+    size_t i = 0, n;
+    int fd;
+    while (i < loop->heap_len) {
+        evl_timer *t = loop->heap[i].timer;
+        if (evl__timer_is_internal(t)) i++;
+        else evl__heap_remove(loop, t); /* the last entry moved to i: look at i again */
+    }
+    for (fd = 0; fd < loop->fds_cap; fd++) {
+        evl_io *w = loop->fds[fd].watchers;
+        while (w) {
+            evl_io *next = w->next;
+            if (!evl__io_is_internal(loop, w)) evl_io_stop(loop, w);
+            w = next;
+        }
+    }
+    for (n = loop->ready.count; n > 0; n--) {
+        evl__job j = evl__ring_pop(&loop->ready);
+        if (evl__job_is_internal(j)) evl__ring_put(loop, j.cb, j.arg);
+        else if (j.cb == evl__sited_cb) evl__free(loop, j.arg);
+    }
+    evl__inbox_take(loop, &posts);
+    if (posts.jobs) {
+        evl__free(loop, loop->inbox_spare);
+        loop->inbox_spare = posts.jobs;
+        loop->inbox_spare_cap = posts.cap;
+    }
+}
+
 /* Debug mode: what is still alive at close is a leak in the making; say what. */
 static void evl__report_leftovers(evl_loop *loop) {
-    size_t timers = loop->heap_len, watchers = loop->io_active, queued = loop->ready.count;
+    size_t timers = 0, watchers = 0, queued = 0, i;
+    int fd;
+    const evl_io *w;
+    for (i = 0; i < loop->heap_len; i++) timers += !evl__timer_is_internal(loop->heap[i].timer);
+    for (fd = 0; fd < loop->fds_cap; fd++)
+        for (w = loop->fds[fd].watchers; w; w = w->next) watchers += !evl__io_is_internal(loop, w);
+    for (i = 0; i < loop->ready.count; i++)
+        queued += !evl__job_is_internal(loop->ready.jobs[(loop->ready.head + i) & (loop->ready.cap - 1)]);
     if (timers || watchers || queued)
         evl__log(loop, EVL_LOG_WARN, "evloop: closing with %zu active timer(s), %zu active I/O "
                  "watcher(s) and %zu queued callback(s) (stopped and dropped)", timers, watchers,
@@ -3850,11 +3967,17 @@ int evl_loop_close(evl_loop *loop) {
     EVL_ASSERT(loop);
     if (loop->running) return -EDEADLK;
 #ifndef EVL_NO_THREADS
+    /* Nothing runs the loop now: whoever closes it owns it (debug-mode checks). */
+    loop->owner = pthread_self();
+    loop->owner_known = 1;
     evl__watchdog_stop(loop);
 #endif
 #ifndef EVL_NO_SIGNALS
     evl__signals_close(loop);
 #endif
+    evl_timer_stop(loop, &loop->shutdown_timer);
+    if (loop->debug) evl__report_leftovers(loop);
+    evl__drop_user_work(loop);
 #ifndef EVL_NO_TASKS
     if (loop->backend_data) evl__tasks_close(loop);
 #endif
@@ -3862,8 +3985,6 @@ int evl_loop_close(evl_loop *loop) {
     evl__executors_shutdown(loop, loop->shutdown_grace);
 #endif
     evl__close_hooks_run(loop);
-    evl_timer_stop(loop, &loop->shutdown_timer);
-    if (loop->debug) evl__report_leftovers(loop);
     /* Callbacks queued in debug mode own a record: free those that will never run. */
     while (loop->ready.count) {
         evl__job j = evl__ring_pop(&loop->ready);
@@ -4027,9 +4148,10 @@ static int evl__iterate(evl_loop *loop, evl_time max_wait, int exit_when_idle) {
     size_t n, i;
     int err, ran;
     loop->stats.iterations++;
-    if (loop->virtual_clock && timeout != 0 && loop->heap_len) {
-        /* Virtual time: instead of sleeping, jump to the first timer (or to max_wait). */
-        evl_time to = loop->heap[0].when;
+    if (loop->virtual_clock && timeout != 0 && (loop->heap_len || timeout > 0)) {
+        /* Virtual time: instead of sleeping, jump to the first timer (or to max_wait). Only
+           a wait with neither blocks for real (for posts from other threads). */
+        evl_time to = loop->heap_len ? loop->heap[0].when : EVL_FOREVER;
         if (timeout > 0 && timeout < to - loop->virtual_now) to = loop->virtual_now + timeout;
         if (to > loop->virtual_now) loop->virtual_now = to;
         timeout = 0;
@@ -4065,6 +4187,7 @@ static int evl__run_begin(evl_loop *loop) {
     loop->running = 1;
 #ifndef EVL_NO_THREADS
     loop->owner = pthread_self();
+    loop->owner_known = 1;
 #endif
     return 0;
 }
@@ -4824,6 +4947,7 @@ int evl_loop_fork(evl_loop *loop) {
     __atomic_store_n(&loop->wake_sent, 0, __ATOMIC_SEQ_CST);
 #ifndef EVL_NO_THREADS
     loop->owner = pthread_self();
+    loop->owner_known = 1;
     if (pthread_mutex_init(&loop->inbox_lock, NULL) != 0) return -ENOMEM;
 #endif
     return evl_io_start(loop, &loop->wake_io, EVL_READ);

@@ -76,7 +76,7 @@ static int service(evl_loop *loop, void *arg) {
             evl_get_debug(loop) ? "on" : "off");
     if ((err = evl_group_new(loop, &workers)) < 0) return err;
     for (i = 0; i < WORKERS; i++) {
-        char name[16];
+        char name[24];
         evl_task_opts opts = {name, 0};
         snprintf(name, sizeof name, "worker-%d", i);
         evl_group_spawn(loop, workers, worker, (void *)(intptr_t)i, &opts);

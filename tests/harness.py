@@ -48,10 +48,12 @@ def backends():
     return [b for b in out if not ONLY_BACKENDS or b in ONLY_BACKENDS]
 
 
-def add_cases(cls, prog, timeout=30, only_backends=None):
-    """Adds one test method per case of the C program `prog` and per backend to cls."""
+def add_cases(cls, prog, timeout=30, only_backends=None, exclude=()):
+    """Adds one test method per case of the C program `prog` and per backend to cls, except
+    the cases named in `exclude` (those the caller runs its own way)."""
     build()
-    names = run([program(prog), "--list"], wrap=False).stdout.split()
+    names = [n for n in run([program(prog), "--list"], wrap=False).stdout.split()
+             if n not in exclude]
     for backend in only_backends or backends():
         for name in names:
             def method(self, name=name, backend=backend):
