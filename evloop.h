@@ -177,7 +177,8 @@
    suspending function outside a task returns -EPERM. The context switch saves only the
    callee-saved registers of the ABI (and the floating-point control state on x86), in
    assembly for x86-64, i386, AArch64, ARMv7 and RISC-V 64; elsewhere it uses ucontext.
-   Stacks are mmap'd with a guard page, kept in a pool for reuse, and committed lazily. A task
+   Stacks are mmap'd with a guard page, committed lazily, and kept for reuse (up to 1024 free
+   stacks of the default size per loop: a reused stack costs no system call). A task
    that overflows into its guard page stops the process with a message naming the task and
    its stack size (a SIGSEGV handler on an alternate signal stack recognises the page); a
    handler installed before evloop's still gets every other SIGSEGV. ASan, TSan and Valgrind
@@ -1025,7 +1026,7 @@ struct evl_task {
     char name[32];
 };
 
-#define EVL__STACK_POOL 64
+#define EVL__STACK_POOL_MAX 1024
 #endif
 
 struct evl_loop {
@@ -1135,8 +1136,8 @@ struct evl_loop {
     unsigned long long task_seq;
     size_t stack_size, page_size;
     int stack_guard;
-    evl__stack stack_pool[EVL__STACK_POOL];
-    size_t stack_pool_len;
+    evl__stack *stack_pool;     /* free stacks of the default size, for reuse */
+    size_t stack_pool_len, stack_pool_cap;
     int guard_registered;
     void *altstack;
     size_t altstack_size;
@@ -2452,7 +2453,11 @@ static void evl__stack_put(evl_loop *loop, evl__stack *s) {
     /* Frames that never returned (the task's last ones) leave poisoned shadow behind. */
     __asan_unpoison_memory_region(s->lo, s->size);
 #endif
-    if (s->size == loop->stack_size && loop->stack_pool_len < EVL__STACK_POOL)
+    /* Unmapping costs far more than the stack's few touched pages (a TLB shootdown on every
+       core: about 60 us here), so up to EVL__STACK_POOL_MAX free stacks are kept. */
+    if (s->size == loop->stack_size && loop->stack_pool_len < EVL__STACK_POOL_MAX &&
+        evl__grow(loop, (void **)&loop->stack_pool, &loop->stack_pool_cap,
+                  loop->stack_pool_len + 1, sizeof *loop->stack_pool) == 0)
         loop->stack_pool[loop->stack_pool_len++] = *s;
     else
         evl__stack_unmap(loop, s);
@@ -2691,7 +2696,12 @@ static int evl__task_enter(evl_loop *loop, evl_task **out) {
 static int evl__task_suspend(evl_loop *loop, evl_task *t, evl__waitq *q) {
     if (!t->shield && t->deadline != EVL_FOREVER) {
         evl_time left = t->deadline - evl_now(loop);
-        if (evl_timer_start(loop, &t->deadline_timer, left > 0 ? left : 0, 0) < 0) return -ENOMEM;
+        if (evl_timer_start(loop, &t->deadline_timer, left > 0 ? left : 0, 0) < 0) {
+            /* Disarm what the caller armed for this suspension, as a wakeup would. */
+            evl_timer_stop(loop, &t->sleep_timer);
+            evl_io_stop(loop, &t->io);
+            return -ENOMEM;
+        }
     }
     if (q) evl__waitq_push(q, t);
     t->state = EVL__T_SUSPENDED;
@@ -3088,6 +3098,8 @@ struct evl_group {
     size_t alive;
     int first_error;
     evl__waitq waiters;
+    int waiting;             /* tasks inside evl_group_wait: they keep a freed group's memory */
+    int freed;               /* evl_group_free was called: the last waiter out frees it */
 };
 
 int evl_group_new(evl_loop *loop, evl_group **out) {
@@ -3151,18 +3163,12 @@ static void evl__group_child_done(evl_loop *loop, evl_task *t) {
     }
 }
 
-int evl_group_wait(evl_loop *loop, evl_group *g) {
-    evl_task *t;
-    int err;
-    EVL_ASSERT(loop);
-    if (!g) return -EINVAL;
-    if (g->alive == 0) return g->first_error;
-    err = evl__task_enter(loop, &t);
-    if (err == -EPERM) return err;
+/* A waiter may be woken by the group (its result, with value g), by evl_group_free, or by
+   its own cancellation or deadline; the group's memory lasts until the last waiter leaves. */
+static int evl__group_wait_inner(evl_loop *loop, evl_group *g, evl_task *t, int err) {
     if (err == 0) {
         err = evl__task_suspend(loop, t, &g->waiters);
-        /* The group woke us with its result (value g), or it was freed under us. */
-        if (t->wake_value == g || (err == -ECANCELED && !t->cancelled)) return err;
+        if (g->freed || t->wake_value == g) return err;
     }
     /* The waiter was cancelled or timed out: so are the children, and it waits for them
        (unless the last one finished meanwhile). */
@@ -3171,6 +3177,20 @@ int evl_group_wait(evl_loop *loop, evl_group *g) {
     evl_shield_begin(loop);
     evl__task_suspend(loop, t, &g->waiters);
     evl_shield_end(loop);
+    return g->freed ? -ECANCELED : err;
+}
+
+int evl_group_wait(evl_loop *loop, evl_group *g) {
+    evl_task *t;
+    int err;
+    EVL_ASSERT(loop);
+    if (!g) return -EINVAL;
+    if (g->alive == 0) return g->first_error;
+    err = evl__task_enter(loop, &t);
+    if (err == -EPERM) return err;
+    g->waiting++;
+    err = evl__group_wait_inner(loop, g, t, err);
+    if (--g->waiting == 0 && g->freed) evl__free(loop, g);
     return err;
 }
 
@@ -3185,7 +3205,8 @@ void evl_group_free(evl_loop *loop, evl_group *g) {
         evl_task_cancel(loop, c);
     }
     evl__waitq_wake_all(loop, &g->waiters, -ECANCELED);
-    evl__free(loop, g);
+    g->freed = 1;
+    if (g->waiting == 0) evl__free(loop, g);
 }
 
 /* ---- events, semaphores, queues ---- */
@@ -3515,6 +3536,9 @@ static void evl__tasks_close(evl_loop *loop) {
     }
     loop->task_free_tail = NULL;
     while (loop->stack_pool_len) evl__stack_unmap(loop, &loop->stack_pool[--loop->stack_pool_len]);
+    evl__free(loop, loop->stack_pool);
+    loop->stack_pool = NULL;
+    loop->stack_pool_cap = 0;
     evl__guard_teardown(loop);
 }
 #endif /* EVL_NO_TASKS */

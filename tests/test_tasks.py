@@ -1,0 +1,45 @@
+"""The task tests (tests/test_tasks.c): every case on every backend, as its own process, except
+overflow_child, which overflows a task's stack on purpose. That one runs alone below: the
+process must die by SIGSEGV after evloop's handler has named the task and its stack size."""
+import os
+import signal
+import subprocess
+import unittest
+
+import harness
+
+PROG = "test_tasks"
+
+
+class TaskCases(unittest.TestCase):
+    """The cases of tests/test_tasks.c on every backend."""
+
+
+harness.add_cases(TaskCases, PROG, timeout=30, exclude=("overflow_child",))
+
+
+def _under_asan():
+    return "asan" in os.environ.get("EVL_BUILD", "")
+
+
+class StackOverflow(unittest.TestCase):
+    """A task that overflows its stack is reported by name and stack size, then the process
+    dies the default way (SIGSEGV), whatever the backend."""
+
+    @unittest.skipIf(harness.WRAPPER, "the wrapper (valgrind) intercepts SIGSEGV itself")
+    @unittest.skipIf(_under_asan(), "AddressSanitizer intercepts SIGSEGV itself")
+    def test_overflow_is_reported(self):
+        try:
+            r = harness.run([harness.program(PROG), "overflow_child"], timeout=30)
+        except subprocess.TimeoutExpired:
+            self.fail("overflow_child timed out instead of dying by SIGSEGV")
+        self.assertEqual(r.returncode, -signal.SIGSEGV,
+                         "expected death by SIGSEGV (-11), got exit %d:\n%s%s"
+                         % (r.returncode, r.stdout, r.stderr))
+        self.assertIn("deep-recursion", r.stderr)
+        self.assertIn("32768", r.stderr)
+        self.assertNotIn("ok overflow_child", r.stdout)
+
+
+if __name__ == "__main__":
+    unittest.main()
