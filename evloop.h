@@ -1169,6 +1169,7 @@ static void evl__close_hooks_run(evl_loop *loop);
 #if !defined(EVL_NO_TASKS) && !defined(EVL_NO_THREADS)
 static void evl__executor_gauges(const evl_loop *loop, evl_stats *out);
 static void evl__executors_shutdown(evl_loop *loop, evl_time timeout);
+static void evl__executors_orphan_waiters(evl_loop *loop);
 #endif
 #ifndef EVL_NO_SIGNALS
 static void evl__signals_close(evl_loop *loop);
@@ -3513,6 +3514,9 @@ static void evl__tasks_close(evl_loop *loop) {
     loop->running = 1;
     for (i = 0; i < 64 && loop->tasks_alive; i++) evl__iterate(loop, 0, 0);
     loop->running = 0;
+#ifndef EVL_NO_THREADS
+    evl__executors_orphan_waiters(loop); /* the tasks are freed below: no job may reach them */
+#endif
     for (t = loop->tasks; t; t = t->next) {
         if (t->state == EVL__T_DONE && t->result < 0)
             evl__report(loop, "joinable task freed without its result collected", t->result, t);
@@ -4283,7 +4287,28 @@ struct evl_executor {
     evl__waitq room;                 /* tasks waiting for queue room (loop thread) */
     evl__xjob *in_flight;            /* loop thread: every job not yet completed */
     evl_executor *next;              /* the loop's pools */
+    evl_alloc_fn alloc;              /* the loop's allocator, for a pool that outlives it */
+    void *alloc_ud;
 };
+
+/* What a task waiting on a job of an abandoned pool is woken with: the job now belongs to
+   its stuck thread, and the task must not touch it or the pool again. */
+static const int evl__job_abandoned = 0;
+
+/* A pool given up on (a job stuck past the shutdown deadline) is freed by its last worker,
+   with the allocator it copied: the loop may be gone by then. */
+static void evl__executor_free_abandoned(evl_executor *ex) {
+    evl__xjob *j = ex->in_flight;
+    while (j) {
+        evl__xjob *next = j->fnext;
+        ex->alloc(ex->alloc_ud, j, 0);
+        j = next;
+    }
+    pthread_cond_destroy(&ex->work);
+    pthread_cond_destroy(&ex->exited);
+    pthread_mutex_destroy(&ex->lock);
+    ex->alloc(ex->alloc_ud, ex, 0);
+}
 
 static void *evl__worker_main(void *arg) {
     evl_executor *ex = (evl_executor *)arg;
@@ -4318,8 +4343,12 @@ static void *evl__worker_main(void *arg) {
         }
     }
     ex->threads--;
-    pthread_cond_broadcast(&ex->exited);
-    pthread_mutex_unlock(&ex->lock);
+    {
+        int last_of_abandoned = ex->abandoned && ex->threads == 0;
+        pthread_cond_broadcast(&ex->exited);
+        pthread_mutex_unlock(&ex->lock);
+        if (last_of_abandoned) evl__executor_free_abandoned(ex);
+    }
     return NULL;
 }
 
@@ -4338,6 +4367,8 @@ int evl_executor_new(evl_loop *loop, evl_executor **out, int threads, int queue)
     if (!ex) return -ENOMEM;
     memset(ex, 0, sizeof *ex);
     ex->loop = loop;
+    ex->alloc = loop->alloc;
+    ex->alloc_ud = loop->alloc_ud;
     ex->threads_max = threads ? threads : (evl__ncpu() + 4 < 32 ? evl__ncpu() + 4 : 32);
     ex->qmax = queue ? (size_t)queue : 1024;
     pthread_condattr_init(&attr);
@@ -4494,6 +4525,13 @@ static evl__xjob *evl__job_new(evl_loop *loop, evl_executor *ex, evl_work_fn fn,
     return j;
 }
 
+static int evl__executor_listed(const evl_loop *loop, const evl_executor *ex) {
+    const evl_executor *e;
+    for (e = loop->executors; e; e = e->next)
+        if (e == ex) return 1;
+    return 0;
+}
+
 int evl_executor_run_on(evl_loop *loop, evl_executor *ex, evl_work_fn fn, void *arg,
                         void **result) {
     evl_task *t;
@@ -4503,10 +4541,15 @@ int evl_executor_run_on(evl_loop *loop, evl_executor *ex, evl_work_fn fn, void *
     if (!ex || !fn) return -EINVAL;
     if (!(j = evl__job_new(loop, ex, fn, arg))) return -ENOMEM;
     j->waiter = t;
-    /* Backpressure: while the queue is full, wait for a completion to make room. */
+    /* Backpressure: while the queue is full, wait for a completion to make room. A shutdown
+       of the pool meanwhile wakes us with an error, or leaves the pool off the loop's list. */
     while ((err = evl__executor_enqueue(ex, j)) == -EAGAIN) {
         err = evl__task_suspend(loop, t, &ex->room);
         if (err < 0) break;
+        if (!evl__executor_listed(loop, ex)) {
+            err = -ESHUTDOWN;
+            break;
+        }
         if ((err = evl__task_enter(loop, &t)) < 0) break;
     }
     if (err < 0) {
@@ -4514,6 +4557,7 @@ int evl_executor_run_on(evl_loop *loop, evl_executor *ex, evl_work_fn fn, void *
         return err;
     }
     err = evl__task_suspend(loop, t, NULL);
+    if (t->wake_value == (const void *)&evl__job_abandoned) return -ECANCELED;
     if (err >= 0 && j->delivered) {
         if (result) *result = t->wake_value;
         evl__free(loop, j);
@@ -4609,11 +4653,14 @@ int evl_executor_shutdown(evl_loop *loop, evl_executor *ex, evl_time timeout) {
     ex->qhead = ex->qtail = NULL;
     ex->qlen = 0;
     pthread_cond_broadcast(&ex->work);
-    while (ex->threads > 0 && pthread_cond_timedwait(&ex->exited, &ex->lock, &until) == 0) {
+    while (ex->threads > 0) {
+        /* Idle workers leave at once: wait for them whatever the deadline. */
+        if (ex->threads > ex->busy) pthread_cond_wait(&ex->exited, &ex->lock);
+        else if (pthread_cond_timedwait(&ex->exited, &ex->lock, &until) != 0) break;
     }
     stuck = ex->threads > 0 ? ex->busy : 0;
-    if (stuck) ex->abandoned = 1;
     pthread_mutex_unlock(&ex->lock);
+    evl__waitq_wake_all(loop, &ex->room, -ESHUTDOWN);
     evl__executor_fail_jobs(loop, ex, queued);
     evl__executor_unlink(loop, ex);
     if (stuck) {
@@ -4630,11 +4677,25 @@ int evl_executor_shutdown(evl_loop *loop, evl_executor *ex, evl_time timeout) {
                 j->future->cancel_hook = NULL;
                 evl_future_set(loop, j->future, -ECANCELED, NULL);
             } else if (j->waiter && !j->orphaned && !j->delivered) {
-                evl__task_wake(loop, j->waiter, -ECANCELED, NULL, 0);
+                /* Woken now, or already woken and not yet resumed: either way the task
+                   reads this marker and leaves the job and the pool alone. */
+                evl_task *w = j->waiter;
+                if (w->woken) {
+                    w->wake_status = -ECANCELED;
+                    w->wake_value = (void *)&evl__job_abandoned;
+                } else {
+                    evl__task_wake(loop, w, -ECANCELED, (void *)&evl__job_abandoned, 0);
+                }
             }
             j->waiter = NULL;
             j->future = NULL;
         }
+        /* The loop is done with the pool: its last worker frees it (or we do, if the stuck
+           job ended meanwhile). */
+        pthread_mutex_lock(&ex->lock);
+        ex->abandoned = ex->threads > 0;
+        pthread_mutex_unlock(&ex->lock);
+        if (!ex->abandoned) evl__executor_free_abandoned(ex);
         return -ETIMEDOUT;
     }
     evl__executor_drain(loop, ex);
@@ -4653,6 +4714,18 @@ static void evl__executor_gauges(const evl_loop *loop, evl_stats *out) {
         out->executor_busy += (size_t)ex->busy;
         pthread_mutex_unlock(&ex->lock);
     }
+}
+
+/* The tasks are about to be freed (evl_loop_close): no job may deliver to them. */
+static void evl__executors_orphan_waiters(evl_loop *loop) {
+    evl_executor *ex;
+    evl__xjob *j;
+    for (ex = loop->executors; ex; ex = ex->next)
+        for (j = ex->in_flight; j; j = j->fnext)
+            if (j->waiter && !j->delivered) {
+                j->orphaned = 1;
+                j->waiter = NULL;
+            }
 }
 
 /* Shuts every pool, sharing one deadline. */
@@ -4932,10 +5005,16 @@ int evl_loop_fork(evl_loop *loop) {
     /* Only this loop survives in the child: other loops of the parent must not receive the
        child's signals (their wakeup fds are the parent's), and pending ones were the parent's. */
     for (i = 1; i < EVL__NSIG; i++) {
-        int k;
+        int k, mine = 0;
+        evl_signal *w;
         __atomic_store_n(&loop->sig_pending[i], 0, __ATOMIC_SEQ_CST);
         for (k = 0; k < EVL__SIG_LOOPS; k++)
             if (evl__sigtab[i].loops[k] != loop) evl__sigtab[i].loops[k] = NULL;
+        /* The count must be this loop's own watchers, so its last stop restores the old
+           disposition; with none, restore it now. */
+        for (w = loop->sig_watchers[i]; w; w = w->next) mine++;
+        if (evl__sigtab[i].watchers > 0 && mine == 0) sigaction(i, &evl__sigtab[i].old, NULL);
+        evl__sigtab[i].watchers = mine;
     }
 #else
     (void)i;
@@ -4950,7 +5029,8 @@ int evl_loop_fork(evl_loop *loop) {
             if (j->future) {
                 j->future->cancel_hook = NULL;
                 evl_future_set(loop, j->future, -ECANCELED, NULL);
-            } else if (j->waiter && !j->delivered) {
+            } else if (j->waiter && !j->delivered && !j->orphaned) {
+                j->delivered = 1; /* the task frees j and leaves the parent's pool alone */
                 evl__task_wake(loop, j->waiter, -ECANCELED, NULL, 0);
             }
             j = next;
