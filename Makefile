@@ -68,6 +68,14 @@ test-cross:
 	$(MAKE) -s BUILD=build/ucontext CFLAGS="-O2 -g -DEVL_CTX_UCONTEXT" all
 	EVL_BUILD=build/ucontext $(PYTHON) -m unittest discover -s tests $(CROSS_TESTS)
 
+# Side by side with libuv, libev, libevent, asyncio, uvloop and Boost.Context: bench/README.md.
+.PHONY: bench bench-quick
+bench:
+	$(PYTHON) bench/run.py
+
+bench-quick:
+	$(PYTHON) bench/run.py --quick
+
 demo: $(BUILD)/examples/demo
 	./$(BUILD)/examples/demo
 

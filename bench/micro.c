@@ -1,8 +1,14 @@
 /* micro.c - evloop's own hot paths, in nanoseconds per operation (median of several rounds).
    The side-by-side comparison with libuv, libev, libevent, asyncio, uvloop and Boost.Context is
-   `make bench`; this program is its evloop half for the loop and task workloads.
+   `make bench` (bench/run.py); this program is its evloop half for the loop and task workloads,
+   and every workload here is defined in bench/README.md.
 
-   Usage: micro [ROUNDS]   (default 5; the env var EVL_BENCH_SCALE divides the sizes) */
+   Usage: micro [ROUNDS]          every workload, ROUNDS rounds (default 5), medians; the env
+                                  var EVL_BENCH_SCALE divides the sizes
+          micro WORKLOAD N        one run of one workload at size N, printed as
+                                  "RESULT <name> <value>" lines (what bench/run.py reads);
+                                  WORKLOAD is dispatch, timers, switch, handoff, spawn, tspost
+                                  or mem_tasks (the executor row is executor_evloop.c) */
 #define EVLOOP_IMPLEMENTATION
 #include "evloop.h"
 #include <pthread.h>
@@ -30,11 +36,10 @@ static void chain_cb(evl_loop *loop, void *arg) {
     if (--chain_left > 0) evl_call_soon(loop, chain_cb, arg);
 }
 
-static double bench_call_soon_chain(void) {
+static double bench_call_soon_chain(long n) {
     evl_loop *loop;
-    long n = 2000000 / scale;
     double t0;
-    evl_loop_new(&loop, NULL);
+    evl_loop_new(&loop, NULL);   /* debug mode from EVLOOP_DEBUG, as any default loop */
     chain_left = n;
     t0 = now_ns();
     evl_call_soon(loop, chain_cb, NULL);
@@ -52,9 +57,9 @@ static void timer_cb(evl_loop *loop, void *arg) {
     fired++;
 }
 
-static void bench_timers(double *start_ns, double *stop_ns, double *fire_ns) {
+static void bench_timers(long n, double *start_ns, double *stop_ns, double *fire_ns) {
     evl_loop *loop;
-    long n = 500000 / scale, i;
+    long i, expect;
     evl_timer *t = (evl_timer *)calloc((size_t)n, sizeof *t);
     evl_time *delay = (evl_time *)malloc((size_t)n * sizeof *delay);
     unsigned x = 12345;
@@ -70,15 +75,16 @@ static void bench_timers(double *start_ns, double *stop_ns, double *fire_ns) {
     *start_ns = (now_ns() - t0) / (double)n;
     t0 = now_ns();
     for (i = 0; i < n; i += 2) evl_timer_stop(loop, &t[i]);
-    *stop_ns = (now_ns() - t0) / (double)(n / 2);
+    *stop_ns = (now_ns() - t0) / (double)((n + 1) / 2);
     /* Wait until every remaining timer is due, then time the firing alone. */
     {
         struct timespec ts = {0, 510 * 1000000};
         nanosleep(&ts, NULL);
     }
     fired = 0;
+    expect = n - (n + 1) / 2;
     t0 = now_ns();
-    evl_run_once(loop, 0);
+    while (fired < expect) evl_run_once(loop, 0);
     *fire_ns = (now_ns() - t0) / (double)(fired ? fired : 1);
     evl_loop_close(loop);
     free(t);
@@ -87,18 +93,16 @@ static void bench_timers(double *start_ns, double *stop_ns, double *fire_ns) {
 
 /* ---- 3a. raw context switch: two contexts bouncing, no loop involved ---- */
 static evl__ctx ctx_main, ctx_other;
-static long switches_left;
 static void bounce(void *arg) {
     (void)arg;
     for (;;) evl__ctx_switch(&ctx_other, &ctx_main);
 }
 
-static double bench_raw_switch(void) {
+static double bench_raw_switch(long n) {
     static char stack[65536];
-    long n = 10000000 / scale, i;
+    long i;
     double t0;
     evl__ctx_make(&ctx_other, stack, sizeof stack, bounce, NULL);
-    switches_left = n;
     t0 = now_ns();
     for (i = 0; i < n; i++) evl__ctx_switch(&ctx_main, &ctx_other);
     return (now_ns() - t0) / (double)(2 * n); /* two switches per round trip */
@@ -119,11 +123,11 @@ static int consumer(evl_loop *loop, void *arg) {
     return 0;
 }
 
-static double bench_handoff(void) {
+static double bench_handoff(long n) {
     evl_loop *loop;
     evl_queue *q;
     double t0;
-    handoff_n = 1000000 / scale;
+    handoff_n = n;
     evl_loop_new(&loop, NULL);
     evl_queue_new(loop, &q, 1);
     evl_task_spawn(loop, NULL, producer, q, NULL);
@@ -155,10 +159,10 @@ static int spawner(evl_loop *loop, void *arg) {
     return 0;
 }
 
-static double bench_spawn_join(void) {
+static double bench_spawn_join(long n) {
     evl_loop *loop;
     double t0;
-    spawn_n = 500000 / scale;
+    spawn_n = n;
     evl_loop_new(&loop, NULL);
     evl_task_spawn(loop, NULL, spawner, NULL, NULL);
     t0 = now_ns();
@@ -184,11 +188,11 @@ static void *poster(void *arg) {
     return NULL;
 }
 
-static double bench_threadsafe(void) {
+static double bench_threadsafe(long per_thread) {
     pthread_t th[POSTERS];
     double t0;
     int i;
-    posts_per_thread = 250000 / scale;
+    posts_per_thread = per_thread;
     posts_seen = 0;
     evl_loop_new(&post_loop, NULL);
     evl_loop_ref(post_loop);
@@ -201,23 +205,91 @@ static double bench_threadsafe(void) {
     return t0;
 }
 
+/* ---- 8b. memory per sleeping task: VmRSS delta over N tasks asleep in evl_sleep ---- */
+static long rss_kib(void) {
+    char line[256];
+    long kib = -1;
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) return -1;
+    while (fgets(line, sizeof line, f))
+        if (strncmp(line, "VmRSS:", 6) == 0) kib = strtol(line + 6, NULL, 10);
+    fclose(f);
+    return kib;
+}
+
+static long sleepers_started;
+static int sleeper(evl_loop *loop, void *arg) {
+    (void)arg;
+    sleepers_started++;
+    return evl_sleep(loop, EVL_SEC(3600));
+}
+
+/* stack_guard = -1: a guarded stack costs two kernel mappings and vm.max_map_count (65530 by
+   default) caps them, so 100 000 guarded tasks cannot exist at once. */
+static double bench_mem_tasks(long n, long *spawned) {
+    evl_loop *loop;
+    evl_config cfg;
+    long i, before, after;
+    evl_config_init(&cfg);
+    cfg.stack_guard = -1;
+    if (evl_loop_new(&loop, &cfg) < 0) return -1;
+    before = rss_kib();
+    for (i = 0; i < n; i++)
+        if (evl_task_spawn(loop, NULL, sleeper, NULL, NULL) < 0) break;
+    *spawned = i;
+    while (sleepers_started < *spawned) evl_run_once(loop, 0);
+    after = rss_kib();
+    evl_loop_close(loop);
+    return *spawned ? (double)(after - before) * 1024.0 / (double)*spawned : -1;
+}
+
+/* One workload, one run: what bench/run.py calls, interleaved with the other systems. */
+static int run_one(const char *w, long n) {
+    if (strcmp(w, "dispatch") == 0) {
+        printf("RESULT dispatch %.3f\n", bench_call_soon_chain(n));
+    } else if (strcmp(w, "timers") == 0) {
+        double a, b, c;
+        bench_timers(n, &a, &b, &c);
+        printf("RESULT timer_start %.3f\nRESULT timer_stop %.3f\nRESULT timer_fire %.3f\n", a, b, c);
+    } else if (strcmp(w, "switch") == 0) {
+        printf("RESULT switch %.3f\n", bench_raw_switch(n));
+    } else if (strcmp(w, "handoff") == 0) {
+        printf("RESULT handoff %.3f\n", bench_handoff(n));
+    } else if (strcmp(w, "spawn") == 0) {
+        printf("RESULT spawn %.3f\n", bench_spawn_join(n));
+    } else if (strcmp(w, "tspost") == 0) {
+        printf("RESULT tspost %.3f\n", bench_threadsafe(n / POSTERS));
+    } else if (strcmp(w, "mem_tasks") == 0) {
+        long spawned = 0;
+        double b = bench_mem_tasks(n, &spawned);
+        printf("RESULT mem_tasks %.1f\nINFO tasks %ld\n", b, spawned);
+        if (spawned < n) return 1;
+    } else {
+        fprintf(stderr, "micro: unknown workload '%s'\n", w);
+        return 2;
+    }
+    return 0;
+}
+
 #define ROWS 9
 int main(int argc, char **argv) {
     static const char *names[ROWS] = {"call_soon chain", "timer start", "timer stop", "timer fire",
                                       "raw switch (" EVL__CTX_NAME ")", "task hand-off (queue of 1)",
                                       "spawn + join", "thread-safe post (4 threads)", ""};
     double v[ROWS][32];
-    int rounds = argc > 1 ? atoi(argv[1]) : 5, r, k;
+    int rounds, r, k;
+    if (argc > 2) return run_one(argv[1], atol(argv[2]));
+    rounds = argc > 1 ? atoi(argv[1]) : 5;
     if (getenv("EVL_BENCH_SCALE")) scale = atoi(getenv("EVL_BENCH_SCALE"));
     if (scale < 1) scale = 1;
     if (rounds < 1 || rounds > 32) rounds = 5;
     for (r = 0; r < rounds; r++) {
-        v[0][r] = bench_call_soon_chain();
-        bench_timers(&v[1][r], &v[2][r], &v[3][r]);
-        v[4][r] = bench_raw_switch();
-        v[5][r] = bench_handoff();
-        v[6][r] = bench_spawn_join();
-        v[7][r] = bench_threadsafe();
+        v[0][r] = bench_call_soon_chain(2000000 / scale);
+        bench_timers(500000 / scale, &v[1][r], &v[2][r], &v[3][r]);
+        v[4][r] = bench_raw_switch(10000000 / scale);
+        v[5][r] = bench_handoff(1000000 / scale);
+        v[6][r] = bench_spawn_join(500000 / scale);
+        v[7][r] = bench_threadsafe(250000 / scale);
     }
     printf("%-34s %10s   (median of %d rounds)\n", "workload", "ns/op", rounds);
     for (k = 0; k < 8; k++) {
