@@ -473,10 +473,9 @@ EVL_API int evl_call_soon_threadsafe(evl_loop *loop, evl_cb cb, void *arg);
 typedef struct evl_timer {
     evl_cb cb;
     void *arg;
-    evl_time when;     /* private: deadline */
     evl_time repeat;   /* private: interval, 0 for a one-shot */
     uint64_t seq;      /* private: start order, breaks deadline ties */
-    size_t slot;       /* private: heap index + 1, 0 when inactive */
+    size_t slot;       /* private: heap index + 1, 0 when inactive (the deadline is in the heap) */
     const char *file;  /* where it was initialised (for debug reports), or NULL */
     int line;
 } evl_timer;
@@ -963,11 +962,11 @@ typedef struct evl__ring {
     size_t cap, head, count;
 } evl__ring;
 
-/* One entry of the timer heap. The deadline and sequence number are copied next to the pointer
-   so that sifting compares entries without touching the timers themselves. */
+/* One entry of the timer heap: 16 bytes, four to a cache line. The deadline is copied next to
+   the pointer so that sifting compares entries without touching the timers; the start
+   sequence, which only breaks exact ties, stays in the timer. */
 typedef struct evl__heap_entry {
     evl_time when;
-    uint64_t seq;
     evl_timer *timer;
 } evl__heap_entry;
 
@@ -1316,7 +1315,7 @@ static evl__job evl__ring_pop(evl__ring *r) {
 /* A 4-ary min-heap ordered by (deadline, start sequence): shallower than a binary heap, and
    the four children of a node sit side by side in memory. Each timer stores its index + 1. */
 static int evl__heap_less(const evl__heap_entry *a, const evl__heap_entry *b) {
-    return a->when < b->when || (a->when == b->when && a->seq < b->seq);
+    return a->when < b->when || (a->when == b->when && a->timer->seq < b->timer->seq);
 }
 
 static void evl__heap_place(evl_loop *loop, size_t i, evl__heap_entry e) {
@@ -1342,9 +1341,16 @@ static void evl__heap_sift_down(evl_loop *loop, size_t i) {
         size_t first = 4 * i + 1, best, c, end;
         if (first >= n) break;
         best = first;
-        end = first + 4 < n ? first + 4 : n;
-        for (c = first + 1; c < end; c++)
-            if (evl__heap_less(&loop->heap[c], &loop->heap[best])) best = c;
+        if (first + 4 <= n) { /* all four children: no bound checks */
+            const evl__heap_entry *h = loop->heap;
+            size_t b2 = evl__heap_less(&h[first + 3], &h[first + 2]) ? first + 3 : first + 2;
+            if (evl__heap_less(&h[first + 1], &h[first])) best = first + 1;
+            if (evl__heap_less(&h[b2], &h[best])) best = b2;
+        } else {
+            end = n;
+            for (c = first + 1; c < end; c++)
+                if (evl__heap_less(&loop->heap[c], &loop->heap[best])) best = c;
+        }
         if (!evl__heap_less(&loop->heap[best], &e)) break;
         evl__heap_place(loop, i, loop->heap[best]);
         i = best;
@@ -1370,17 +1376,16 @@ static void evl__heap_remove(evl_loop *loop, evl_timer *t) {
 static int evl__heap_set(evl_loop *loop, evl_timer *t, evl_time when) {
     evl__heap_entry e;
     e.when = when;
-    e.seq = loop->timer_seq++;
     e.timer = t;
-    t->when = when;
-    t->seq = e.seq;
+    t->seq = loop->timer_seq++;
     if (t->slot) {
         loop->heap[t->slot - 1] = e;
         evl__heap_sift_up(loop, t->slot - 1);
         evl__heap_sift_down(loop, t->slot - 1);
         return 0;
     }
-    if (evl__grow(loop, (void **)&loop->heap, &loop->heap_cap, loop->heap_len + 1, sizeof e) < 0)
+    if (loop->heap_len == loop->heap_cap &&
+        evl__grow(loop, (void **)&loop->heap, &loop->heap_cap, loop->heap_len + 1, sizeof e) < 0)
         return -ENOMEM;
     loop->heap[loop->heap_len] = e;
     evl__heap_sift_up(loop, loop->heap_len++);
@@ -1996,7 +2001,7 @@ int evl_io_start(evl_loop *loop, evl_io *w, int events) {
     if (!w || !w->cb) return -EINVAL;
     if (w->fd < 0) return -EBADF;
     if (!events || (events & ~(EVL_READ | EVL_WRITE))) return -EINVAL;
-    if (evl__foreign_thread(loop, "evl_io_start")) return -EPERM;
+    if (loop->debug && evl__foreign_thread(loop, "evl_io_start")) return -EPERM;
     was_active = w->active;
     err = evl__io_attach(loop, w, events);
     if (err == 0 && !was_active && w != &loop->wake_io) loop->io_active++;
@@ -2007,7 +2012,7 @@ int evl_io_stop(evl_loop *loop, evl_io *w) {
     EVL_ASSERT(loop);
     if (!w) return -EINVAL;
     if (!w->active) return 0;
-    if (evl__foreign_thread(loop, "evl_io_stop")) return -EPERM;
+    if (loop->debug && evl__foreign_thread(loop, "evl_io_stop")) return -EPERM;
     evl__io_detach(loop, w);
     if (w != &loop->wake_io) loop->io_active--;
     return 0;
@@ -2033,7 +2038,7 @@ void (evl_timer_init)(evl_timer *t, evl_cb cb, void *arg) {
 int evl_timer_start(evl_loop *loop, evl_timer *t, evl_time delay, evl_time repeat) {
     EVL_ASSERT(loop);
     if (!t || !t->cb || delay < 0 || repeat < 0) return -EINVAL;
-    if (evl__foreign_thread(loop, "evl_timer_start")) return -EPERM;
+    if (loop->debug && evl__foreign_thread(loop, "evl_timer_start")) return -EPERM;
     /* The iteration may have skipped the clock (nothing needed it): never start from a stale
        time, or the timer would fire early. */
     if (!loop->now_valid) evl__time_update(loop);
@@ -2045,7 +2050,7 @@ int evl_timer_stop(evl_loop *loop, evl_timer *t) {
     EVL_ASSERT(loop);
     if (!t) return -EINVAL;
     if (!t->slot) return 0;
-    if (evl__foreign_thread(loop, "evl_timer_stop")) return -EPERM;
+    if (loop->debug && evl__foreign_thread(loop, "evl_timer_stop")) return -EPERM;
     evl__heap_remove(loop, t);
     return 0;
 }
@@ -2065,7 +2070,7 @@ static int evl__timers_dispatch(evl_loop *loop, uint64_t batch) {
     while (loop->heap_len) {
         evl__heap_entry top = loop->heap[0];
         evl_timer *t = top.timer;
-        if (top.when > loop->now || top.seq >= batch) break;
+        if (top.when > loop->now || t->seq >= batch) break;
         /* Loop lag: how late this timer fires, by the clock of this moment (the callbacks
            before it in the drain count). */
         if (!fired_at) fired_at = loop->virtual_clock ? loop->virtual_now : evl__clock_read();
@@ -2815,7 +2820,7 @@ int evl_task_spawn_at(evl_loop *loop, evl_task **out, evl_task_fn fn, void *arg,
     EVL_ASSERT(loop);
     if (out) *out = NULL;
     if (!fn || size < EVL__STACK_MIN) return -EINVAL;
-    if (evl__foreign_thread(loop, "evl_task_spawn")) return -EPERM;
+    if (loop->debug && evl__foreign_thread(loop, "evl_task_spawn")) return -EPERM;
     /* Reserve the task's place in the ready deque first: its wakeups then never allocate. */
     if (evl__ring_fit(loop, 1) < 0) return -ENOMEM;
     t = evl__task_alloc(loop);
@@ -4079,8 +4084,9 @@ int evl_get_debug(const evl_loop *loop) {
 int evl_call_soon_at(evl_loop *loop, evl_cb cb, void *arg, const char *file, int line) {
     EVL_ASSERT(loop);
     if (!cb) return -EINVAL;
-    if (evl__foreign_thread(loop, "evl_call_soon")) return -EPERM;
-    if (evl__ring_fit(loop, 1) < 0) return -ENOMEM;
+    if (loop->debug && evl__foreign_thread(loop, "evl_call_soon")) return -EPERM;
+    if (loop->ready.count + loop->ring_reserved >= loop->ready.cap && evl__ring_fit(loop, 1) < 0)
+        return -ENOMEM;
     if (loop->debug && file) {
         /* Debug mode: keep the site with the callback (without memory, go without it). */
         evl__sited *rec = (evl__sited *)evl__realloc(loop, NULL, sizeof *rec);
@@ -4168,12 +4174,33 @@ static int evl__loop_poll(evl_loop *loop, evl_time timeout, int exit_when_idle) 
     return err;
 }
 
+/* Runs the first n queued callbacks (those queued before the drain began). */
+static int evl__drain_ready(evl_loop *loop, size_t n) {
+    size_t i;
+    for (i = 0; i < n; i++) {
+        evl__job j = evl__ring_pop(&loop->ready);
+        if (loop->measure) evl__measured_job(loop, j);
+        else j.cb(loop, j.arg);
+    }
+    return (int)n;
+}
+
+/* True when the next iteration would do nothing but run queued callbacks: no fd to poll,
+   no timer, no post, nothing from an executor or a signal, no stop, no change to apply.
+   evl_run then runs the drain without the rest of the iteration, which is exactly what the
+   iteration would have done (the zero-timeout poll is skipped when no fd is watched). */
+static int evl__only_callbacks(evl_loop *loop) {
+    return loop->ready.count && !loop->io_active && !loop->heap_len && !loop->changes_len &&
+           !__atomic_load_n(&loop->inbox_count, __ATOMIC_RELAXED) &&
+           !__atomic_load_n(&loop->async_pending, __ATOMIC_RELAXED) &&
+           !__atomic_load_n(&loop->stop_requested, __ATOMIC_RELAXED);
+}
+
 /* One iteration; returns the callbacks run or a negative errno from the backend. */
 static int evl__iterate(evl_loop *loop, evl_time max_wait, int exit_when_idle) {
     evl__batch posts;
     evl_time timeout = evl__poll_timeout(loop, max_wait);
     uint64_t batch;
-    size_t n, i;
     int err, ran;
     loop->stats.iterations++;
     if (loop->virtual_clock && timeout != 0 && (loop->heap_len || timeout > 0)) {
@@ -4184,7 +4211,7 @@ static int evl__iterate(evl_loop *loop, evl_time max_wait, int exit_when_idle) {
         if (to > loop->virtual_now) loop->virtual_now = to;
         timeout = 0;
     }
-    evl__fd_flush_changes(loop);
+    if (loop->changes_len) evl__fd_flush_changes(loop);
     err = evl__loop_poll(loop, timeout, exit_when_idle);
     if (err < 0) return err;
     /* The timers need the time now; anything else reads the clock on demand (evl_now,
@@ -4196,14 +4223,9 @@ static int evl__iterate(evl_loop *loop, evl_time max_wait, int exit_when_idle) {
     evl__inbox_take(loop, &posts);
     evl__async_dispatch(loop);
     batch = loop->timer_seq;
-    n = loop->ready.count;
-    for (i = 0; i < n; i++) {
-        evl__job j = evl__ring_pop(&loop->ready);
-        if (loop->measure) evl__measured_job(loop, j);
-        else j.cb(loop, j.arg);
-    }
-    ran = (int)n + evl__batch_run(loop, &posts);
-    ran += evl__io_dispatch(loop);
+    ran = evl__drain_ready(loop, loop->ready.count);
+    if (posts.len) ran += evl__batch_run(loop, &posts);
+    if (loop->pending_len) ran += evl__io_dispatch(loop);
     if (loop->heap_len) ran += evl__timers_dispatch(loop, batch);
     loop->stats.callbacks += (uint64_t)ran;
     return ran;
@@ -4245,9 +4267,18 @@ int evl_run(evl_loop *loop) {
     EVL_ASSERT(loop);
     if ((err = evl__run_begin(loop)) < 0) return err;
     while (evl__loop_alive(loop)) {
+        if (evl__only_callbacks(loop)) {
+            int ran = evl__drain_ready(loop, loop->ready.count);
+            loop->now_valid = 0;
+            loop->stats.iterations++;
+            loop->stats.callbacks += (uint64_t)ran;
+            continue;
+        }
         err = evl__iterate(loop, EVL_FOREVER, 1);
         if (err < 0) break;
-        if (__atomic_exchange_n(&loop->stop_requested, 0, __ATOMIC_SEQ_CST)) break;
+        if (__atomic_load_n(&loop->stop_requested, __ATOMIC_RELAXED) &&
+            __atomic_exchange_n(&loop->stop_requested, 0, __ATOMIC_SEQ_CST))
+            break;
         err = 0;
     }
     if (err > 0) err = 0;
@@ -4900,7 +4931,10 @@ static void evl__signals_close(evl_loop *loop) {
 
 /* Everything other threads and signal handlers hand to the loop outside the post queue. */
 static void evl__async_dispatch(evl_loop *loop) {
-    if (!__atomic_exchange_n(&loop->async_pending, 0, __ATOMIC_SEQ_CST)) return;
+    /* A plain load first: the locked exchange only when there is something to take. */
+    if (!__atomic_load_n(&loop->async_pending, __ATOMIC_RELAXED) ||
+        !__atomic_exchange_n(&loop->async_pending, 0, __ATOMIC_SEQ_CST))
+        return;
 #if !defined(EVL_NO_TASKS) && !defined(EVL_NO_THREADS)
     evl__executors_drain(loop);
 #endif
