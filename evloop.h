@@ -4272,10 +4272,10 @@ int evl_run(evl_loop *loop) {
             loop->now_valid = 0;
             loop->stats.iterations++;
             loop->stats.callbacks += (uint64_t)ran;
-            continue;
+        } else {
+            err = evl__iterate(loop, EVL_FOREVER, 1);
+            if (err < 0) break;
         }
-        err = evl__iterate(loop, EVL_FOREVER, 1);
-        if (err < 0) break;
         if (__atomic_load_n(&loop->stop_requested, __ATOMIC_RELAXED) &&
             __atomic_exchange_n(&loop->stop_requested, 0, __ATOMIC_SEQ_CST))
             break;
