@@ -1147,9 +1147,9 @@ struct evl_loop {
 };
 
 /* The interface every backend implements. `modify` changes the events registered for fd from
-   `old_events` to `new_events` (either may be 0); `old_events` 0 means "unknown or none": the
-   backend then makes its state exactly `new_events`, whatever it held, which is how an fd that
-   may have been closed and reused is registered again. `poll` waits up to `timeout` (-1:
+   `old_events` to `new_events` (either may be 0). `old_events` EVL__REG_UNKNOWN means the fd
+   was registered but may have been closed and its number reused since: the backend then makes
+   its state exactly `new_events`, whatever it held. `poll` waits up to `timeout` (-1:
    forever, else nanoseconds) and hands every ready fd to evl__io_feed. Both return 0 or a
    negative errno. */
 struct evl__backend {
@@ -1161,6 +1161,7 @@ struct evl__backend {
     int (*poll)(evl_loop *loop, evl_time timeout);
 };
 
+#define EVL__REG_UNKNOWN (-1)
 static void evl__io_feed(evl_loop *loop, int fd, int events);
 static void evl__async_dispatch(evl_loop *loop);
 static void evl__shutdown_task_done(evl_loop *loop);
@@ -1452,6 +1453,8 @@ static void evl__epoll_destroy(evl_loop *loop) {
 static int evl__epoll_modify(evl_loop *loop, int fd, int old_events, int new_events) {
     evl__epoll *ep = (evl__epoll *)loop->backend_data;
     struct epoll_event ev;
+    /* A registration of unknown state is most likely still there (a task waiting on the
+       same fd again): MOD first, ADD if the kernel dropped it. */
     int op = old_events ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
     memset(&ev, 0, sizeof ev);
     if (!new_events) {
@@ -1580,12 +1583,13 @@ static int evl__kqueue_change(evl__kqueue *kq, int fd, int filters, int flags) {
 }
 
 /* kqueue has one filter per direction: add the ones gained, delete the ones lost. With
-   old_events 0 every filter not wanted is deleted, in case the kernel still holds it;
-   deleting a filter the kernel no longer holds (a closed fd) fails harmlessly. */
+   EVL__REG_UNKNOWN every wanted filter is added and every other one deleted, in case the
+   kernel still holds it; deleting a filter it no longer holds (a closed fd) fails harmlessly. */
 static int evl__kqueue_modify(evl_loop *loop, int fd, int old_events, int new_events) {
     evl__kqueue *kq = (evl__kqueue *)loop->backend_data;
-    int lost = (old_events ? old_events : EVL_READ | EVL_WRITE) & ~new_events;
-    int err = evl__kqueue_change(kq, fd, new_events & ~old_events, EV_ADD);
+    int known = old_events == EVL__REG_UNKNOWN ? 0 : old_events;
+    int lost = (old_events == EVL__REG_UNKNOWN ? EVL_READ | EVL_WRITE : old_events) & ~new_events;
+    int err = evl__kqueue_change(kq, fd, new_events & ~known, EV_ADD);
     if (err < 0) return err;
     if (lost & EVL_READ) evl__kqueue_change(kq, fd, EVL_READ, EV_DELETE);
     if (lost & EVL_WRITE) evl__kqueue_change(kq, fd, EVL_WRITE, EV_DELETE);
@@ -1917,7 +1921,7 @@ static int evl__io_attach(evl_loop *loop, evl_io *w, int events) {
     if (s->emptied) {
         /* Every watcher was stopped since the fd was registered: it may be a new file under
            the same number now, so register it from scratch. */
-        err = loop->backend->modify(loop, w->fd, 0, want);
+        err = loop->backend->modify(loop, w->fd, EVL__REG_UNKNOWN, want);
         if (err == 0) {
             s->registered = (uint8_t)want;
             s->emptied = 0;
