@@ -3594,6 +3594,10 @@ static void evl__step_begin(evl_loop *loop, const char *what, const char *file, 
         __atomic_add_fetch(&loop->step_seq, 1, __ATOMIC_RELAXED);
         __atomic_store_n(&loop->step_started, loop->step_t0, __ATOMIC_RELEASE);
     }
+#else
+    (void)what;
+    (void)file;
+    (void)line;
 #endif
 }
 
@@ -3764,7 +3768,9 @@ static void evl__watchdog_stop(evl_loop *loop) {
 void evl_loop_stats(const evl_loop *loop, evl_stats *out) {
     EVL_ASSERT(loop && out);
     *out = loop->stats;
+#ifndef EVL_NO_THREADS
     out->stalls = __atomic_load_n(&loop->stalls, __ATOMIC_RELAXED);
+#endif
     out->timers = loop->heap_len;
     out->fds = loop->fds_watched - (loop->wake_io.active ? 1 : 0);
 #ifndef EVL_NO_TASKS
