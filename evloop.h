@@ -3398,6 +3398,16 @@ int evl_wait_io(evl_loop *loop, int fd, int events) {
     return err < 0 ? err : evl__task_suspend(loop, t, NULL);
 }
 
+/* After a non-blocking call failed (errno set): 0 to try again (interrupted, or the fd became
+   ready), else the error to return. */
+static int evl__io_retry(evl_loop *loop, int fd, int events) {
+    int err;
+    if (errno == EINTR) return 0;
+    if (errno != EAGAIN && errno != EWOULDBLOCK) return -errno;
+    err = evl_wait_io(loop, fd, events);
+    return err < 0 ? err : 0;
+}
+
 /* Every task I/O call is a checkpoint (cancellation and deadline are checked first, even when
    the fd is ready), then tries the call and waits for readiness only on EAGAIN. */
 ssize_t evl_read(evl_loop *loop, int fd, void *buf, size_t len) {
@@ -3407,10 +3417,7 @@ ssize_t evl_read(evl_loop *loop, int fd, void *buf, size_t len) {
     for (;;) {
         ssize_t n = read(fd, buf, len);
         if (n >= 0) return n;
-        if (errno == EINTR) continue;
-        if (errno != EAGAIN && errno != EWOULDBLOCK) return -errno;
-        err = evl_wait_io(loop, fd, EVL_READ);
-        if (err < 0) return err;
+        if ((err = evl__io_retry(loop, fd, EVL_READ)) < 0) return err;
     }
 }
 
@@ -3426,10 +3433,7 @@ ssize_t evl_write_all(evl_loop *loop, int fd, const void *buf, size_t len) {
             done += (size_t)n;
             continue;
         }
-        if (errno == EINTR) continue;
-        if (errno != EAGAIN && errno != EWOULDBLOCK) return -errno;
-        err = evl_wait_io(loop, fd, EVL_WRITE);
-        if (err < 0) return err;
+        if ((err = evl__io_retry(loop, fd, EVL_WRITE)) < 0) return err;
     }
     return (ssize_t)len;
 }
@@ -3449,7 +3453,7 @@ int evl_accept(evl_loop *loop, int listen_fd, struct sockaddr *addr, socklen_t *
         }
 #endif
         if (fd >= 0) return fd;
-        if (errno == EINTR || errno == ECONNABORTED) continue;
+        if (errno == ECONNABORTED) continue;
         if (errno == EMFILE || errno == ENFILE) {
             /* The process is out of fds: the caller gets the error, and the exception handler
                hears of it too (at most once a second), as asyncio logs it. */
@@ -3461,9 +3465,7 @@ int evl_accept(evl_loop *loop, int listen_fd, struct sockaddr *addr, socklen_t *
             }
             return e;
         }
-        if (errno != EAGAIN && errno != EWOULDBLOCK) return -errno;
-        err = evl_wait_io(loop, listen_fd, EVL_READ);
-        if (err < 0) return err;
+        if ((err = evl__io_retry(loop, listen_fd, EVL_READ)) < 0) return err;
     }
 }
 
@@ -3489,10 +3491,7 @@ ssize_t evl_recvfrom(evl_loop *loop, int fd, void *buf, size_t len, int flags,
     for (;;) {
         ssize_t n = recvfrom(fd, buf, len, flags, addr, addrlen);
         if (n >= 0) return n;
-        if (errno == EINTR) continue;
-        if (errno != EAGAIN && errno != EWOULDBLOCK) return -errno;
-        err = evl_wait_io(loop, fd, EVL_READ);
-        if (err < 0) return err;
+        if ((err = evl__io_retry(loop, fd, EVL_READ)) < 0) return err;
     }
 }
 
@@ -3504,10 +3503,7 @@ ssize_t evl_sendto(evl_loop *loop, int fd, const void *buf, size_t len, int flag
     for (;;) {
         ssize_t n = sendto(fd, buf, len, flags, addr, addrlen);
         if (n >= 0) return n;
-        if (errno == EINTR) continue;
-        if (errno != EAGAIN && errno != EWOULDBLOCK) return -errno;
-        err = evl_wait_io(loop, fd, EVL_WRITE);
-        if (err < 0) return err;
+        if ((err = evl__io_retry(loop, fd, EVL_WRITE)) < 0) return err;
     }
 }
 
