@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 typedef struct check_case {
     const char *name;
@@ -37,6 +38,27 @@ typedef struct check_case {
     } while (0)
 
 #define CHECK_OK(call) CHECK_EQ((call), 0)
+
+/* EVL_TEST_TIMEOUT_SCALE gives slow tools (valgrind) more time: upper time bounds scale. */
+static inline double check_time_scale(void) {
+    const char *s = getenv("EVL_TEST_TIMEOUT_SCALE");
+    double v = s ? atof(s) : 1.0;
+    return v >= 1.0 ? v : 1.0;
+}
+
+static inline evl_time check_scaled(evl_time t) {
+    return (evl_time)((double)t * check_time_scale());
+}
+
+/* SIGALRM handler of a case's hang watchdog: a hang fails fast with a message. */
+static inline void check_on_alarm(int sig) {
+    static const char msg[] = "watchdog: the case hung\n";
+    ssize_t r;
+    (void)sig;
+    r = write(2, msg, sizeof msg - 1);
+    (void)r;
+    _exit(3);
+}
 
 /* A loop on the backend the harness chose through EVLOOP_BACKEND. */
 static evl_loop *check_loop_new(void) {

@@ -30,26 +30,6 @@
 
 /* ---- helpers ---- */
 
-static void on_alarm(int sig) {
-    static const char msg[] = "test_executor: watchdog: the case hung\n";
-    ssize_t r;
-    (void)sig;
-    r = write(2, msg, sizeof msg - 1);
-    (void)r;
-    _exit(3);
-}
-
-/* EVL_TEST_TIMEOUT_SCALE gives slow tools (valgrind) more time: upper time bounds scale. */
-static double time_scale(void) {
-    const char *s = getenv("EVL_TEST_TIMEOUT_SCALE");
-    double v = s ? atof(s) : 1.0;
-    return v >= 1.0 ? v : 1.0;
-}
-
-static evl_time scaled(evl_time t) {
-    return (evl_time)((double)t * time_scale());
-}
-
 static void *noop_thread(void *arg) {
     return arg;
 }
@@ -59,8 +39,8 @@ static void *noop_thread(void *arg) {
    case counts the process's threads. */
 static void watchdog(void) {
     pthread_t th;
-    signal(SIGALRM, on_alarm);
-    alarm((unsigned)(20 * time_scale()));
+    signal(SIGALRM, check_on_alarm);
+    alarm((unsigned)(20 * check_time_scale()));
     CHECK_OK(pthread_create(&th, NULL, noop_thread, NULL));
     CHECK_OK(pthread_join(th, NULL));
 }
@@ -108,7 +88,7 @@ static int thread_count(void) {
 
 /* Waits (up to 5 s, scaled) until no more than `base` threads exist. */
 static void wait_threads_back_to(int base) {
-    evl_time until = clock_ns() + scaled(EVL_SEC(5));
+    evl_time until = clock_ns() + check_scaled(EVL_SEC(5));
     while (thread_count() > base && clock_ns() < until) sleep_ns(EVL_MSEC(1));
     CHECK(thread_count() <= base);
 }
@@ -329,7 +309,7 @@ static void thousand_tasks_hundred_jobs_each(void) {
     uintptr_t i;
     evl_stats st;
     /* About 1 s natively; ThreadSanitizer makes each of the 100 000 round trips far slower. */
-    alarm((unsigned)(60 * time_scale()));
+    alarm((unsigned)(60 * check_time_scale()));
     memset(&many, 0, sizeof many);
     CHECK_OK(pthread_mutex_init(&many.lock, NULL));
     many.threads_base = thread_count();
@@ -537,7 +517,7 @@ static void cancelled_queued_jobs_never_run(void) {
     CHECK_EQ(cq.task_rc, -ECANCELED);
     CHECK_EQ(cq.deadline_rc, -ETIMEDOUT);
     CHECK(cq.deadline_took >= EVL_MSEC(29));
-    CHECK(cq.deadline_took < scaled(EVL_MSEC(500)));
+    CHECK(cq.deadline_took < check_scaled(EVL_MSEC(500)));
     CHECK_EQ(cq.cancelled_before_rc, -ECANCELED);
     CHECK_EQ(get_int(&cq.ran_future), 0);
     CHECK_EQ(get_int(&cq.ran_freed), 0);
@@ -754,7 +734,7 @@ static void backpressure_waits_for_room(void) {
     }
     CHECK_EQ(bp.deadline_rc, -ETIMEDOUT);
     CHECK(bp.deadline_took >= EVL_MSEC(49));
-    CHECK(bp.deadline_took < scaled(EVL_MSEC(400)));
+    CHECK(bp.deadline_took < check_scaled(EVL_MSEC(400)));
     CHECK_EQ(get_int(&bp.deadline_ran), 0);
     CHECK_OK(evl_future_await(loop, bp.q1, &v));
     CHECK_EQ((uintptr_t)v, 3);
@@ -794,7 +774,7 @@ static void executor_shutdown_with_stuck_job(void) {
     took = clock_ns() - t0;
     CHECK_EQ(rc, -ETIMEDOUT);
     CHECK(took >= EVL_MSEC(95));
-    CHECK(took <= scaled(EVL_MSEC(500)));
+    CHECK(took <= check_scaled(EVL_MSEC(500)));
     CHECK_EQ(x.calls, 1);
     CHECK_EQ(x.error, -ETIMEDOUT);
     /* The queued job was cancelled; the stuck job's future does not stay pending either. */
@@ -841,7 +821,7 @@ static void executor_shutdown_in_time(void) {
     t0 = clock_ns();
     CHECK_OK(evl_executor_shutdown(loop, ex, EVL_SEC(5)));
     took = clock_ns() - t0;
-    CHECK(took < scaled(EVL_SEC(1)));
+    CHECK(took < check_scaled(EVL_SEC(1)));
     CHECK_EQ(x.calls, 0);
     /* The job ended within the timeout: its result is delivered. */
     CHECK(evl_future_done(f));
@@ -1000,7 +980,7 @@ static void loop_close_with_stuck_job_is_bounded(void) {
     CHECK_OK(evl_loop_close(loop));
     took = clock_ns() - t0;
     CHECK(took >= EVL_MSEC(190));
-    CHECK(took <= scaled(EVL_SEC(1)));
+    CHECK(took <= check_scaled(EVL_SEC(1)));
     CHECK_EQ(x.calls, 1);
     CHECK_EQ(x.error, -ETIMEDOUT);
     gate_open(&g);
@@ -1029,7 +1009,7 @@ static void loop_close_waits_for_a_job_ending_in_grace(void) {
     took = clock_ns() - t0;
     CHECK_EQ(gate_finished(&g), 1); /* close waited for the job */
     CHECK(took >= EVL_MSEC(40));
-    CHECK(took <= scaled(EVL_SEC(1)));
+    CHECK(took <= check_scaled(EVL_SEC(1)));
     CHECK_EQ(x.calls, 0);
     opener_join(&o);
     wait_threads_back_to(base);
@@ -1076,7 +1056,7 @@ static void executor_shutdown_releases_tasks_waiting_for_room(void) {
     CHECK_OK(evl_executor_shutdown(loop, rw.ex, EVL_SEC(2)));
     opener_join(&o);
     /* The waiter must come back (with an error) instead of waiting forever on a freed pool. */
-    until = clock_ns() + scaled(EVL_SEC(1));
+    until = clock_ns() + check_scaled(EVL_SEC(1));
     while (!evl_task_done(rw.waiter) && clock_ns() < until) evl_run_once(loop, EVL_MSEC(10));
     CHECK(evl_task_done(rw.waiter));
     CHECK(rw.waiter_rc < 0);
@@ -1178,7 +1158,7 @@ static void loop_close_with_shielded_task_waiting_on_a_job(void) {
     gate_init(&sh.g);
     evl_set_exception_handler(loop, exc_record, &x);
     CHECK_OK(evl_task_spawn(loop, NULL, sh_task, NULL, NULL));
-    until = clock_ns() + scaled(EVL_SEC(2));
+    until = clock_ns() + check_scaled(EVL_SEC(2));
     while (gate_started(&sh.g) == 0 && clock_ns() < until) evl_run_once(loop, EVL_MSEC(1));
     CHECK_EQ(gate_started(&sh.g), 1);
     /* The job ends 100 ms into the close, after the task was abandoned. */

@@ -24,25 +24,6 @@
 
 /* ---- helpers ---- */
 
-static void on_alarm(int sig) {
-    static const char msg[] = "test_shutdown: watchdog: the case hung\n";
-    ssize_t r;
-    (void)sig;
-    r = write(2, msg, sizeof msg - 1);
-    (void)r;
-    _exit(3);
-}
-
-static double time_scale(void) {
-    const char *s = getenv("EVL_TEST_TIMEOUT_SCALE");
-    double v = s ? atof(s) : 1.0;
-    return v >= 1.0 ? v : 1.0;
-}
-
-static evl_time scaled(evl_time t) {
-    return (evl_time)((double)t * time_scale());
-}
-
 static void *noop_thread(void *arg) {
     return arg;
 }
@@ -52,8 +33,8 @@ static void *noop_thread(void *arg) {
    counted. */
 static void watchdog(void) {
     pthread_t th;
-    signal(SIGALRM, on_alarm);
-    alarm((unsigned)(20 * time_scale()));
+    signal(SIGALRM, check_on_alarm);
+    alarm((unsigned)(20 * check_time_scale()));
     CHECK_OK(pthread_create(&th, NULL, noop_thread, NULL));
     CHECK_OK(pthread_join(th, NULL));
 }
@@ -95,7 +76,7 @@ static int thread_count(void) {
 }
 
 static void wait_threads_back_to(int base) {
-    evl_time until = clock_ns() + scaled(EVL_SEC(5));
+    evl_time until = clock_ns() + check_scaled(EVL_SEC(5));
     while (thread_count() > base && clock_ns() < until) sleep_ns(EVL_MSEC(1));
     CHECK(thread_count() <= base);
 }
@@ -260,7 +241,7 @@ static void shutdown_runs_hooks_cancels_tasks_then_closes(void) {
     CHECK_EQ(sd.again_rc, -EALREADY);
     CHECK_EQ(evl_shutdown(loop, EVL_SEC(5)), -EALREADY); /* also once finished */
     /* The tasks finished at once, so the shutdown did not wait for the 5 s grace. */
-    CHECK(sd.t_close - sd.t_shutdown < scaled(EVL_MSEC(500)));
+    CHECK(sd.t_close - sd.t_shutdown < check_scaled(EVL_MSEC(500)));
     /* Order: shutdown hooks (in order), then the cancellations, then close hooks (in order). */
     CHECK(ord.hook1 > 0);
     CHECK(ord.hook2 > ord.hook1);
@@ -339,7 +320,7 @@ static void shutdown_names_a_task_that_ignores_cancellation(void) {
     CHECK_OK(evl_run(loop));
     took = clock_ns() - sb.t_shutdown;
     CHECK(took >= EVL_MSEC(95));
-    CHECK(took <= scaled(EVL_MSEC(600)));
+    CHECK(took <= check_scaled(EVL_MSEC(600)));
     CHECK_EQ(sb.polite_rc, -ECANCELED);
     CHECK(evl_task_done(polite));
     CHECK(!evl_task_done(stubborn));
@@ -386,7 +367,7 @@ static void shutdown_without_tasks_ends_at_once(void) {
     CHECK_OK(evl_timer_start(loop, &trigger, EVL_MSEC(5), 0));
     CHECK_OK(evl_run(loop));
     CHECK(t0 > 0);
-    CHECK(clock_ns() - t0 < scaled(EVL_MSEC(500)));
+    CHECK(clock_ns() - t0 < check_scaled(EVL_MSEC(500)));
     CHECK_OK(evl_loop_close(loop));
 }
 
@@ -494,7 +475,7 @@ static void shutdown_with_stuck_executor_job_is_bounded(void) {
     took = clock_ns() - sx.t_shutdown;
     CHECK_EQ(sx.rc, -ECANCELED);
     CHECK(took >= EVL_MSEC(190));
-    CHECK(took <= scaled(EVL_MSEC(700)));
+    CHECK(took <= check_scaled(EVL_MSEC(700)));
     for (i = 0; i < x.calls && i < EXC_MAX; i++)
         if (x.error[i] == -ETIMEDOUT && strstr(x.message[i], "executor")) found++;
     CHECK_EQ(found, 1);
@@ -586,7 +567,7 @@ static void evl_main_returns_mains_result(void) {
     CHECK_EQ(evl_main(NULL, main_returns_arg, (void *)(intptr_t)0), 0);
     CHECK_EQ(evl_main(NULL, main_returns_arg, (void *)(intptr_t)-EIO), -EIO);
     CHECK_EQ(evl_main(NULL, NULL, NULL), -EINVAL);
-    CHECK(clock_ns() - t0 < scaled(EVL_SEC(1)));
+    CHECK(clock_ns() - t0 < check_scaled(EVL_SEC(1)));
     /* The dispositions of SIGINT and SIGTERM are back to the defaults. */
     {
         struct sigaction sa;
@@ -624,7 +605,7 @@ static void evl_main_cancels_detached_tasks(void) {
     CHECK_EQ(evl_main(NULL, main_leaves_tasks, NULL), 5);
     took = clock_ns() - t0;
     CHECK_EQ(detached_cancelled, 3);
-    CHECK(took < scaled(EVL_SEC(1))); /* the default grace is 25 s: not waited for */
+    CHECK(took < check_scaled(EVL_SEC(1))); /* the default grace is 25 s: not waited for */
 }
 
 static int main_signals_itself(evl_loop *loop, void *arg) {
@@ -642,7 +623,7 @@ static void evl_main_signal_is_a_clean_shutdown(void) {
     t0 = clock_ns();
     CHECK_EQ(evl_main(NULL, main_signals_itself, (void *)(intptr_t)SIGTERM), 0);
     CHECK_EQ(evl_main(NULL, main_signals_itself, (void *)(intptr_t)SIGINT), 0);
-    CHECK(clock_ns() - t0 < scaled(EVL_SEC(1)));
+    CHECK(clock_ns() - t0 < check_scaled(EVL_SEC(1)));
     CHECK_OK(sigaction(SIGTERM, NULL, &sa));
     CHECK(sa.sa_handler == SIG_DFL);
     CHECK_OK(sigaction(SIGINT, NULL, &sa));
@@ -680,7 +661,7 @@ static void evl_main_grace_bounds_a_stubborn_task(void) {
     CHECK_EQ(evl_main(&cfg, main_with_stubborn, NULL), 0);
     took = clock_ns() - t0;
     CHECK(took >= EVL_MSEC(100));
-    CHECK(took <= scaled(EVL_MSEC(600)));
+    CHECK(took <= check_scaled(EVL_MSEC(600)));
     CHECK_EQ(main_exc.calls, 1);
     CHECK_EQ(main_exc.error[0], -ETIMEDOUT);
     CHECK(strcmp(main_exc.task[0], "stubborn-worker") == 0);

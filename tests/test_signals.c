@@ -27,28 +27,9 @@
 
 /* ---- helpers ---- */
 
-static void on_alarm(int sig) {
-    static const char msg[] = "test_signals: watchdog: the case hung\n";
-    ssize_t r;
-    (void)sig;
-    r = write(2, msg, sizeof msg - 1);
-    (void)r;
-    _exit(3);
-}
-
-static double time_scale(void) {
-    const char *s = getenv("EVL_TEST_TIMEOUT_SCALE");
-    double v = s ? atof(s) : 1.0;
-    return v >= 1.0 ? v : 1.0;
-}
-
-static evl_time scaled(evl_time t) {
-    return (evl_time)((double)t * time_scale());
-}
-
 static void watchdog(void) {
-    signal(SIGALRM, on_alarm);
-    alarm((unsigned)(20 * time_scale()));
+    signal(SIGALRM, check_on_alarm);
+    alarm((unsigned)(20 * check_time_scale()));
 }
 
 static evl_loop *sloop_new(void) {
@@ -80,7 +61,7 @@ static void set_int(int *p, int v) {
 
 /* Runs the loop until *flag reaches `want` or `limit` passes; returns the flag. */
 static int run_until(evl_loop *loop, const int *flag, int want, evl_time limit) {
-    evl_time until = clock_ns() + scaled(limit);
+    evl_time until = clock_ns() + check_scaled(limit);
     while (get_int(flag) < want && clock_ns() < until) CHECK(evl_run_once(loop, EVL_MSEC(5)) >= 0);
     return get_int(flag);
 }
@@ -142,13 +123,13 @@ static void signal_before_run_is_delivered(void) {
     CHECK_OK(raise(SIGUSR1));
     CHECK_EQ(get_int(&c.hits), 0); /* not in the handler: on the loop, when it runs */
     evl_timer_init(&limit, fail_timeout, NULL);
-    CHECK_OK(evl_timer_start(loop, &limit, scaled(EVL_SEC(2)), 0));
+    CHECK_OK(evl_timer_start(loop, &limit, check_scaled(EVL_SEC(2)), 0));
     t0 = clock_ns();
     c.stop_loop = 1;
     CHECK_OK(evl_run(loop));
     CHECK_EQ(get_int(&c.hits), 1);
     CHECK(pthread_equal(c.thread, pthread_self()));
-    CHECK(clock_ns() - t0 < scaled(EVL_MSEC(500)));
+    CHECK(clock_ns() - t0 < check_scaled(EVL_MSEC(500)));
     CHECK_OK(evl_timer_stop(loop, &limit));
     CHECK_OK(evl_loop_close(loop));
 }
@@ -509,7 +490,7 @@ static int fork_child(evl_loop *loop, counter *c, int ready_fd) {
     CHECK_OK(evl_io_start(loop, &fc.io, EVL_READ));
     CHECK_EQ(write(fc.data[1], "x", 1), 1);
     CHECK_EQ(write(ready_fd, &r, 1), 1); /* now the parent sends SIGUSR1 */
-    until = clock_ns() + scaled(EVL_SEC(3));
+    until = clock_ns() + check_scaled(EVL_SEC(3));
     while ((get_int(&c->hits) == 0 || !fc.timer_fired || !fc.io_fired) && clock_ns() < until)
         if (evl_run_once(loop, EVL_MSEC(5)) < 0) return CHILD_RUN_FAILED;
     if (!fc.timer_fired) return CHILD_NO_TIMER;
@@ -566,7 +547,7 @@ static void fork_child_gets_its_own_signals(void) {
     {
         evl_timer limit;
         evl_timer_init(&limit, fail_timeout, NULL);
-        CHECK_OK(evl_timer_start(loop, &limit, scaled(EVL_SEC(2)), 0));
+        CHECK_OK(evl_timer_start(loop, &limit, check_scaled(EVL_SEC(2)), 0));
         c.stop_after = 1;
         c.stop_loop = 1;
         t0 = clock_ns();
@@ -575,7 +556,7 @@ static void fork_child_gets_its_own_signals(void) {
         CHECK_OK(pthread_join(helper, NULL));
         CHECK_EQ(get_int(&c.hits), 1);
         CHECK(pthread_equal(c.thread, pthread_self()));
-        CHECK(clock_ns() - t0 < scaled(EVL_SEC(1)));
+        CHECK(clock_ns() - t0 < check_scaled(EVL_SEC(1)));
         CHECK_OK(evl_timer_stop(loop, &limit));
     }
     close(ready[0]);
@@ -631,7 +612,7 @@ static int fork_executor_child(evl_loop *loop, evl_future *blocker, evl_task *wa
     int result = 0;
     if (evl_loop_fork(loop) != 0) return CHILD_FORK_FAILED;
     /* Nothing left but the waiter, which hears -ECANCELED: evl_run must return. */
-    alarm((unsigned)(2 * time_scale())); /* a hang here ends in on_alarm: exit 3 */
+    alarm((unsigned)(2 * check_time_scale())); /* a hang here ends in check_on_alarm: exit 3 */
     if (evl_run(loop) != 0) return CHILD_RUN_FAILED;
     if (!evl_task_done(waiter) || !fw.returned) return CHILD_TASK;
     if (evl_task_join(loop, waiter, &result) != 0 || result != -ECANCELED) return CHILD_TASK;
