@@ -158,6 +158,11 @@ typedef struct arg {
     size_t off, len; /* offsets into the input buffer, which may move when it grows */
 } arg;
 
+/* A client closed after an error must not lose the error line: closing a socket with unread
+   input sends a reset, and a reset makes the peer's kernel discard what it has not read yet.
+   So the replies go out, then a FIN, and the input is discarded until the peer closes. */
+enum { RUNNING, CLOSING, DRAINING };
+
 typedef struct client {
     int fd, events;
     evl_io io;
@@ -169,7 +174,8 @@ typedef struct client {
     size_t argc, argv_cap;
     char *out;
     size_t out_len, out_cap, out_sent;
-    int closing, overflow; /* close once the replies are out; replies past REPLY_MAX */
+    int closing;  /* RUNNING, CLOSING (send the replies, then close) or DRAINING */
+    int overflow; /* replies past REPLY_MAX: the client is dropped */
     struct client *prev, *next;
 } client;
 
@@ -399,7 +405,7 @@ static void cmd_select(client *c) {
 
 static void cmd_quit(client *c) {
     reply_lit(c, "+OK\r\n");
-    c->closing = 1;
+    c->closing = CLOSING;
 }
 
 /* redis-benchmark reads "save" and "appendonly" at start; every other setting is unknown. */
@@ -455,7 +461,7 @@ static void execute(client *c) {
 /* ---- the request parser ---- */
 static int protocol_error(client *c, const char *what) {
     reply_error(c, "-ERR Protocol error: %s", what);
-    c->closing = 1;
+    c->closing = CLOSING;
     return -1;
 }
 
@@ -591,9 +597,12 @@ static int client_flush(evl_loop *loop, client *c) {
         free(c->out); /* an idle client keeps no buffer */
         c->out = NULL;
         c->out_len = c->out_sent = c->out_cap = 0;
-        if (c->closing) return client_close(loop, c), -1;
+        if (c->closing == CLOSING) {
+            shutdown(c->fd, SHUT_WR);
+            c->closing = DRAINING;
+        }
     }
-    if (client_watch(loop, c, (c->closing ? 0 : EVL_READ) | (c->out_len ? EVL_WRITE : 0)) < 0)
+    if (client_watch(loop, c, (c->closing == CLOSING ? 0 : EVL_READ) | (c->out_len ? EVL_WRITE : 0)) < 0)
         return client_close(loop, c), -1;
     return 0;
 }
@@ -616,9 +625,17 @@ static int client_read(evl_loop *loop, client *c) {
     return client_flush(loop, c);
 }
 
+static void client_drain(evl_loop *loop, client *c) {
+    char sink[4096];
+    ssize_t n = read(c->fd, sink, sizeof sink);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+        client_close(loop, c);
+}
+
 static void on_client(evl_loop *loop, void *arg, int events) {
     client *c = (client *)arg;
-    if ((events & EVL_READ) && !c->closing) client_read(loop, c);
+    if (c->closing == DRAINING) client_drain(loop, c);
+    else if ((events & EVL_READ) && c->closing == RUNNING) client_read(loop, c);
     else if (events & EVL_WRITE) client_flush(loop, c);
 }
 
