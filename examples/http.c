@@ -21,6 +21,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -373,6 +374,7 @@ int main(int argc, char **argv) {
     evl_config cfg;
     int err;
     raise_fd_limit();
+    signal(SIGPIPE, SIG_IGN); /* a write to a peer that reset fails with EPIPE, not a kill */
     srv.idle = EVL_MSEC(argc > 2 ? atol(argv[2]) : 30000);
     if ((srv.listen_fd = listen_on(argc > 1 ? atoi(argv[1]) : 8080)) < 0) {
         perror("http: listen");

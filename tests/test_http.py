@@ -8,6 +8,7 @@ import resource
 import selectors
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -260,6 +261,12 @@ class HttpCase(unittest.TestCase):
                         b"POST /upload HTTP/1.1\r\nContent-Length: 1000\r\n\r\n0123456789"]:
             with self.server.connect() as s:
                 s.sendall(partial)
+        # Clients that reset with pipelined requests unanswered: the server's writes fail.
+        for _ in range(20):
+            s = self.server.connect()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            s.sendall(get("/sleep?ms=5") + get("/") * 300)
+            s.close()
         for seed in range(20):
             with self.server.connect() as s:
                 send_ignoring_reset(s, os.urandom(256 + 997 * seed))
