@@ -64,9 +64,29 @@ _add_backend_tests()
 
 
 class Demo(unittest.TestCase):
-    def test_demo_runs_and_reports(self):
+    """`make demo`: the HTTP example under a load client, then its graceful shutdown."""
+
+    def test_demo_checks_the_http_server(self):
         harness.build()
-        r = harness.run([os.path.join(harness.BUILD, "examples", "demo")], timeout=30)
+        for backend in harness.backends():
+            with self.subTest(backend=backend):
+                self.check_demo(backend)
+
+    def check_demo(self, backend):
+        r = harness.run([os.path.join(harness.BUILD, "examples", "demo")],
+                        env={"EVLOOP_BACKEND": backend}, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertRegex(r.stdout, r"demo: \d+ responses checked, 0 errors: \d+ requests/s")
+        self.assertNotRegex(r.stdout, r"demo: 0 responses checked")
+        self.assertIn("the server closed every open connection", r.stdout)
+        self.assertRegex(r.stdout, r"shutdown: 48 connections closed, \d+ requests served")
+        self.assertIn("the server exited with status 0", r.stdout)
+        self.assertIn("all checks passed", r.stdout)
+        self.assertNotIn("FAIL", r.stdout)
+
+    def test_tour_runs_and_reports(self):
+        harness.build()
+        r = harness.run([os.path.join(harness.BUILD, "examples", "tour")], timeout=30)
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
         self.assertIn("5 lines, 5 results", r.stdout)
         self.assertIn("posted from another thread", r.stdout)
