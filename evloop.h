@@ -64,6 +64,10 @@
      EVL_NO_SIGNALS          leave signal watchers out
      EVL_NO_SITE_MACROS      do not define the macros that record registration sites (see
                              ERROR BOUNDARY AND DEBUG MODE)
+     EVL_TESTING             test builds: evl_fault_arm makes the nth call of a system call
+                             site (epoll_ctl, the poll, read, write, accept, mmap,
+                             pthread_create, ...) fail with a chosen errno; tests/test_faults.c
+                             sweeps every site with it (allocations fail through the alloc hook)
 
    CONFIGURATION (run time)
    ------------------------
@@ -788,6 +792,30 @@ EVL_API int evl_group_spawn_at(evl_loop *loop, evl_group *g, evl_task_fn fn, voi
 #endif
 #endif
 
+/* ---- fault injection (test builds) ---- */
+/* With EVL_TESTING defined, the system calls the library makes can be told to fail: the nth
+   call of a site from now on fails with the given errno, once. Allocations need no switch: the
+   evl_config `alloc` hook sees every one of them. Sites are counted process-wide. */
+#ifdef EVL_TESTING
+typedef enum evl_fault_site {
+    EVL_FAULT_FD_OPEN,  /* epoll_create1, kqueue, eventfd, pipe: the loop's own fds */
+    EVL_FAULT_REGISTER, /* epoll_ctl, kevent changes: (re)registering an fd */
+    EVL_FAULT_WAIT,     /* epoll_pwait2 or epoll_wait, kevent, poll, select: the poll */
+    EVL_FAULT_READ,     /* read in evl_read */
+    EVL_FAULT_WRITE,    /* write in evl_write_all */
+    EVL_FAULT_ACCEPT,   /* accept4 or accept in evl_accept */
+    EVL_FAULT_MMAP,     /* mmap and mprotect of a task stack */
+    EVL_FAULT_THREAD,   /* pthread_create: executor workers, the watchdog */
+    EVL_FAULT_SIGACTION, /* sigaction when the first watcher of a signal starts */
+    EVL_FAULT_SITES
+} evl_fault_site;
+/* Makes the nth call of `site` from now (1: the next) fail with `error`; nth 0 disarms the
+   site. Thread-safe. */
+EVL_API void evl_fault_arm(evl_fault_site site, unsigned long nth, int error);
+/* How many calls of `site` the process has made. Thread-safe. */
+EVL_API unsigned long evl_fault_calls(evl_fault_site site);
+#endif
+
 #ifdef __cplusplus
 }
 #endif
@@ -1210,6 +1238,41 @@ static int evl__grow(evl_loop *loop, void **arr, size_t *cap, size_t need, size_
     return 0;
 }
 
+/* ==== >>fault injection ==== */
+/* In a test build each wrapped system call first asks evl__fault whether to fail; the answer
+   is "yes, with errno set" exactly once, on the armed call. Elsewhere evl__fault is a constant 0
+   and the compiler drops it. */
+#ifdef EVL_TESTING
+static struct {
+    unsigned long calls;   /* atomic */
+    unsigned long fail_at; /* atomic: the call number that fails; 0: none */
+    int error;             /* atomic */
+} evl__faults[EVL_FAULT_SITES];
+
+void evl_fault_arm(evl_fault_site site, unsigned long nth, int error) {
+    unsigned long at = nth ? __atomic_load_n(&evl__faults[site].calls, __ATOMIC_SEQ_CST) + nth : 0;
+    __atomic_store_n(&evl__faults[site].error, error, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&evl__faults[site].fail_at, at, __ATOMIC_SEQ_CST);
+}
+
+unsigned long evl_fault_calls(evl_fault_site site) {
+    return __atomic_load_n(&evl__faults[site].calls, __ATOMIC_SEQ_CST);
+}
+
+static int evl__fault(evl_fault_site site) {
+    unsigned long n = __atomic_add_fetch(&evl__faults[site].calls, 1, __ATOMIC_SEQ_CST);
+    unsigned long at = n;
+    /* The exchange makes the failure one-shot even when two threads race for it. */
+    if (!__atomic_compare_exchange_n(&evl__faults[site].fail_at, &at, 0, 0, __ATOMIC_SEQ_CST,
+                                     __ATOMIC_SEQ_CST))
+        return 0;
+    errno = __atomic_load_n(&evl__faults[site].error, __ATOMIC_SEQ_CST);
+    return 1;
+}
+#else
+#define evl__fault(site) 0
+#endif
+
 /* ==== >>log and errors ==== */
 static void evl__log_default(int level, const char *message, void *ud) {
     (void)ud;
@@ -1433,7 +1496,7 @@ static int evl__epoll_init(evl_loop *loop) {
     evl__epoll *ep = (evl__epoll *)evl__realloc(loop, NULL, sizeof *ep);
     if (!ep) return -ENOMEM;
     memset(ep, 0, sizeof *ep);
-    ep->epfd = epoll_create1(EPOLL_CLOEXEC);
+    ep->epfd = evl__fault(EVL_FAULT_FD_OPEN) ? -1 : epoll_create1(EPOLL_CLOEXEC);
     if (ep->epfd < 0) {
         int err = -errno;
         evl__free(loop, ep);
@@ -1459,7 +1522,8 @@ static int evl__epoll_modify(evl_loop *loop, int fd, int old_events, int new_eve
     memset(&ev, 0, sizeof ev);
     if (!new_events) {
         /* The fd may already be closed (EBADF) or gone from the set (ENOENT): both mean done. */
-        if (epoll_ctl(ep->epfd, EPOLL_CTL_DEL, fd, &ev) < 0 && errno != EBADF && errno != ENOENT)
+        if ((evl__fault(EVL_FAULT_REGISTER) || epoll_ctl(ep->epfd, EPOLL_CTL_DEL, fd, &ev) < 0) &&
+            errno != EBADF && errno != ENOENT)
             return -errno;
         return 0;
     }
@@ -1468,7 +1532,7 @@ static int evl__epoll_modify(evl_loop *loop, int fd, int old_events, int new_eve
        recognised in poll instead of being delivered to the fd number's new owner. */
     ev.events = (new_events & EVL_READ ? EPOLLIN : 0u) | (new_events & EVL_WRITE ? EPOLLOUT : 0u);
     ev.data.u64 = (uint64_t)(uint32_t)fd | (uint64_t)++loop->fds[fd].gen << 32;
-    if (epoll_ctl(ep->epfd, op, fd, &ev) == 0) return 0;
+    if (!evl__fault(EVL_FAULT_REGISTER) && epoll_ctl(ep->epfd, op, fd, &ev) == 0) return 0;
     /* The loop's idea of the registration can be wrong after a close and reuse: try the
        other operation. */
     if (op == EPOLL_CTL_MOD && errno == ENOENT && epoll_ctl(ep->epfd, EPOLL_CTL_ADD, fd, &ev) == 0)
@@ -1483,7 +1547,7 @@ static int evl__backend_reregister(evl_loop *loop);
 /* Replaces the epoll set with a fresh one holding only the registrations the loop knows. */
 static int evl__epoll_rebuild(evl_loop *loop) {
     evl__epoll *ep = (evl__epoll *)loop->backend_data;
-    int fd = epoll_create1(EPOLL_CLOEXEC);
+    int fd = evl__fault(EVL_FAULT_FD_OPEN) ? -1 : epoll_create1(EPOLL_CLOEXEC);
     if (fd < 0) return -errno;
     close(ep->epfd);
     ep->epfd = fd;
@@ -1493,6 +1557,7 @@ static int evl__epoll_rebuild(evl_loop *loop) {
 
 /* epoll_pwait2 takes a nanosecond timeout; epoll_wait (older kernels) only milliseconds. */
 static int evl__epoll_wait(evl__epoll *ep, evl_time timeout) {
+    if (evl__fault(EVL_FAULT_WAIT)) return -1;
 #if defined(SYS_epoll_pwait2)
     if (!ep->no_pwait2) {
         struct timespec ts, *tsp = NULL;
@@ -1549,7 +1614,7 @@ typedef struct evl__kqueue {
 static int evl__kqueue_init(evl_loop *loop) {
     evl__kqueue *kq = (evl__kqueue *)evl__realloc(loop, NULL, sizeof *kq);
     if (!kq) return -ENOMEM;
-    kq->kq = kqueue();
+    kq->kq = evl__fault(EVL_FAULT_FD_OPEN) ? -1 : kqueue();
     if (kq->kq < 0) {
         int err = -errno;
         evl__free(loop, kq);
@@ -1579,7 +1644,8 @@ static int evl__kqueue_change(evl__kqueue *kq, int fd, int filters, int flags) {
         EV_SET(&ch[n], fd, EVFILT_WRITE, flags, 0, 0, 0);
         n++;
     }
-    return n && kevent(kq->kq, ch, n, NULL, 0, NULL) < 0 ? -errno : 0;
+    if (!n) return 0;
+    return evl__fault(EVL_FAULT_REGISTER) || kevent(kq->kq, ch, n, NULL, 0, NULL) < 0 ? -errno : 0;
 }
 
 /* kqueue has one filter per direction: add the ones gained, delete the ones lost. With
@@ -1605,7 +1671,7 @@ static int evl__kqueue_poll(evl_loop *loop, evl_time timeout) {
         ts.tv_nsec = (long)(timeout % 1000000000);
         tsp = &ts;
     }
-    n = kevent(kq->kq, NULL, 0, kq->events, EVL__KQUEUE_BATCH, tsp);
+    n = evl__fault(EVL_FAULT_WAIT) ? -1 : kevent(kq->kq, NULL, 0, kq->events, EVL__KQUEUE_BATCH, tsp);
     if (n < 0) return errno == EINTR ? 0 : -errno;
     for (i = 0; i < n; i++) {
         struct kevent *e = &kq->events[i];
@@ -1685,7 +1751,7 @@ static int evl__poll_modify(evl_loop *loop, int fd, int old_events, int new_even
 static int evl__poll_poll(evl_loop *loop, evl_time timeout) {
     evl__poll *p = (evl__poll *)loop->backend_data;
     size_t i;
-    int n = poll(p->pfds, (nfds_t)p->len, evl__timeout_ms(timeout));
+    int n = evl__fault(EVL_FAULT_WAIT) ? -1 : poll(p->pfds, (nfds_t)p->len, evl__timeout_ms(timeout));
     if (n < 0) return errno == EINTR ? 0 : -errno;
     for (i = 0; i < p->len && n > 0; i++) {
         short re = p->pfds[i].revents;
@@ -1760,7 +1826,7 @@ static int evl__select_poll(evl_loop *loop, evl_time timeout) {
     }
     s->rd_out = s->rd;
     s->wr_out = s->wr;
-    n = select(s->maxfd + 1, &s->rd_out, &s->wr_out, NULL, tvp);
+    n = evl__fault(EVL_FAULT_WAIT) ? -1 : select(s->maxfd + 1, &s->rd_out, &s->wr_out, NULL, tvp);
     if (n < 0) {
         if (errno == EINTR) return 0;
         if (errno != EBADF) return -errno;
@@ -1870,19 +1936,27 @@ static int evl__fd_mark_dirty(evl_loop *loop, int fd) {
 }
 
 static void evl__fd_flush_changes(evl_loop *loop) {
-    size_t i;
+    size_t i, kept = 0;
     for (i = 0; i < loop->changes_len; i++) {
         int fd = loop->changes[i];
         evl__fd *s = &loop->fds[fd];
-        int want = evl__io_union(s);
+        int want = evl__io_union(s), err;
         s->dirty = 0;
         if (want == s->registered) continue;
-        /* A failure here means the fd is already gone, and its registration with it. */
-        loop->backend->modify(loop, fd, s->registered, want);
+        /* EBADF or ENOENT mean the fd is already gone, and its registration with it. Any other
+           failure (ENOMEM) leaves the wider registration in the kernel, whose unwanted events
+           would keep the poll from sleeping: the change stays queued and is tried again in the
+           next iteration. */
+        err = loop->backend->modify(loop, fd, s->registered, want);
+        if (err < 0 && err != -EBADF && err != -ENOENT) {
+            s->dirty = 1;
+            loop->changes[kept++] = fd;
+            continue;
+        }
         s->registered = (uint8_t)want;
         if (!want) s->emptied = 0;
     }
-    loop->changes_len = 0;
+    loop->changes_len = kept;
 }
 
 /* Called by the backends for every ready fd: marks the watchers that asked for the events. */
@@ -2102,12 +2176,12 @@ static int evl__timers_dispatch(evl_loop *loop, uint64_t batch) {
    one of the two always sees the other: no wakeup is lost. */
 static int evl__wakeup_open(evl_loop *loop) {
 #ifdef EVL__HAVE_EVENTFD
-    int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    int fd = evl__fault(EVL_FAULT_FD_OPEN) ? -1 : eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (fd < 0) return -errno;
     loop->wake_rfd = loop->wake_wfd = fd;
 #else
     int p[2], i;
-    if (pipe(p) < 0) return -errno;
+    if (evl__fault(EVL_FAULT_FD_OPEN) || pipe(p) < 0) return -errno;
     for (i = 0; i < 2; i++) {
         fcntl(p[i], F_SETFL, fcntl(p[i], F_GETFL) | O_NONBLOCK);
         fcntl(p[i], F_SETFD, FD_CLOEXEC);
@@ -2410,11 +2484,13 @@ static size_t evl__page_size(void) {
 static int evl__stack_map(evl_loop *loop, evl__stack *s, size_t size) {
 #ifndef EVL_NO_MMAP
     size_t guard = loop->stack_guard ? loop->page_size : 0;
-    void *map = mmap(NULL, size + guard, PROT_READ | PROT_WRITE,
-                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    void *map = evl__fault(EVL_FAULT_MMAP)
+                    ? MAP_FAILED
+                    : mmap(NULL, size + guard, PROT_READ | PROT_WRITE,
+                           MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (map == MAP_FAILED) return -errno;
     /* Each guarded stack costs two kernel mappings: see vm.max_map_count in the manual. */
-    if (guard && mprotect(map, guard, PROT_NONE) < 0) {
+    if (guard && (evl__fault(EVL_FAULT_MMAP) || mprotect(map, guard, PROT_NONE) < 0)) {
         int err = -errno;
         munmap(map, size + guard);
         return err;
@@ -3415,7 +3491,7 @@ ssize_t evl_read(evl_loop *loop, int fd, void *buf, size_t len) {
     int err = evl__task_enter(loop, &t);
     if (err < 0) return err;
     for (;;) {
-        ssize_t n = read(fd, buf, len);
+        ssize_t n = evl__fault(EVL_FAULT_READ) ? -1 : read(fd, buf, len);
         if (n >= 0) return n;
         if ((err = evl__io_retry(loop, fd, EVL_READ)) < 0) return err;
     }
@@ -3428,7 +3504,7 @@ ssize_t evl_write_all(evl_loop *loop, int fd, const void *buf, size_t len) {
     int err = evl__task_enter(loop, &t);
     if (err < 0) return err;
     while (done < len) {
-        ssize_t n = write(fd, p + done, len - done);
+        ssize_t n = evl__fault(EVL_FAULT_WRITE) ? -1 : write(fd, p + done, len - done);
         if (n >= 0) {
             done += (size_t)n;
             continue;
@@ -3444,9 +3520,10 @@ int evl_accept(evl_loop *loop, int listen_fd, struct sockaddr *addr, socklen_t *
     if (err < 0) return err;
     for (;;) {
 #ifdef __linux__
-        int fd = accept4(listen_fd, addr, len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        int fd = evl__fault(EVL_FAULT_ACCEPT) ? -1
+                                              : accept4(listen_fd, addr, len, SOCK_NONBLOCK | SOCK_CLOEXEC);
 #else
-        int fd = accept(listen_fd, addr, len);
+        int fd = evl__fault(EVL_FAULT_ACCEPT) ? -1 : accept(listen_fd, addr, len);
         if (fd >= 0) {
             fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
             fcntl(fd, F_SETFD, FD_CLOEXEC);
@@ -3736,7 +3813,8 @@ static int evl__watchdog_start(evl_loop *loop) {
         pthread_mutex_destroy(&loop->watchdog_lock);
         return -err;
     }
-    err = pthread_create(&loop->watchdog, NULL, evl__watchdog_main, loop);
+    err = evl__fault(EVL_FAULT_THREAD) ? errno
+                                       : pthread_create(&loop->watchdog, NULL, evl__watchdog_main, loop);
     if (err != 0) {
         pthread_cond_destroy(&loop->watchdog_cond);
         pthread_mutex_destroy(&loop->watchdog_lock);
@@ -4434,20 +4512,26 @@ static int evl__default_executor(evl_loop *loop, evl_executor **out) {
     return 0;
 }
 
-/* Queues j, starting a worker when none is idle and the pool may grow. */
+/* Queues j, starting a worker when none is idle and the pool may grow. A full queue is
+   -ENOSPC, which callers turn into waiting (evl_executor_run) or -EAGAIN (evl_executor_submit);
+   a pool that has no thread and cannot start one fails with pthread_create's error, since the
+   job would never run. */
 static int evl__executor_enqueue(evl_executor *ex, evl__xjob *j) {
     evl_loop *loop = ex->loop;
     int err = 0;
     pthread_mutex_lock(&ex->lock);
     if (ex->stopping) err = -ESHUTDOWN;
-    else if (ex->qlen >= ex->qmax) err = -EAGAIN;
+    else if (ex->qlen >= ex->qmax) err = -ENOSPC;
     if (err == 0 && ex->idle <= (int)ex->qlen && ex->threads < ex->threads_max) {
         pthread_t th;
         pthread_attr_t attr;
+        int started;
         pthread_attr_init(&attr);
         pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-        if (pthread_create(&th, &attr, evl__worker_main, ex) == 0) ex->threads++;
-        else if (ex->threads == 0) err = -EAGAIN; /* no thread at all: the job would never run */
+        started = evl__fault(EVL_FAULT_THREAD) ? errno
+                                               : pthread_create(&th, &attr, evl__worker_main, ex);
+        if (started == 0) ex->threads++;
+        else if (ex->threads == 0) err = -started;
         pthread_attr_destroy(&attr);
     }
     if (err == 0) {
@@ -4580,7 +4664,7 @@ int evl_executor_run_on(evl_loop *loop, evl_executor *ex, evl_work_fn fn, void *
     j->waiter = t;
     /* Backpressure: while the queue is full, wait for a completion to make room. A shutdown
        of the pool meanwhile wakes us with an error, or leaves the pool off the loop's list. */
-    while ((err = evl__executor_enqueue(ex, j)) == -EAGAIN) {
+    while ((err = evl__executor_enqueue(ex, j)) == -ENOSPC) {
         err = evl__task_suspend(loop, t, &ex->room);
         if (err < 0) break;
         if (!evl__executor_listed(loop, ex)) {
@@ -4634,7 +4718,7 @@ int evl_executor_submit_on(evl_loop *loop, evl_executor *ex, evl_work_fn fn, voi
     if ((err = evl__executor_enqueue(ex, j)) < 0) {
         evl__free(loop, j);
         evl_future_free(loop, f);
-        return err;
+        return err == -ENOSPC ? -EAGAIN : err;
     }
     f->cancel_hook = evl__job_future_gone;
     f->cancel_ctx = j;
@@ -4837,7 +4921,7 @@ static int evl__sigtab_add(evl_loop *loop, int signo) {
         sa.sa_handler = evl__signal_handler;
         sa.sa_flags = SA_RESTART;
         sigfillset(&sa.sa_mask);
-        if (sigaction(signo, &sa, &slot->old) < 0) return -errno;
+        if (evl__fault(EVL_FAULT_SIGACTION) || sigaction(signo, &sa, &slot->old) < 0) return -errno;
     }
     if (free_slot >= 0) __atomic_store_n(&slot->loops[free_slot], loop, __ATOMIC_RELEASE);
     slot->watchers++;

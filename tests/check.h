@@ -61,13 +61,13 @@ static inline void check_on_alarm(int sig) {
 }
 
 /* A loop on the backend the harness chose through EVLOOP_BACKEND. */
-static evl_loop *check_loop_new(void) {
+static inline evl_loop *check_loop_new(void) {
     evl_loop *loop = NULL;
     CHECK_OK(evl_loop_new(&loop, NULL));
     return loop;
 }
 
-static void check_list_backends(void) {
+static inline void check_list_backends(void) {
     static const evl_backend kinds[] = {EVL_BACKEND_EPOLL, EVL_BACKEND_KQUEUE, EVL_BACKEND_POLL,
                                         EVL_BACKEND_SELECT};
     size_t i;
@@ -85,7 +85,7 @@ static void check_list_backends(void) {
 
 /* --list: the case names; --backends: the backends this machine has; NAME: run one case;
    no argument: run them all. */
-static int check_main(int argc, char **argv, const check_case *cases, size_t n) {
+static inline int check_main(int argc, char **argv, const check_case *cases, size_t n) {
     size_t i;
     int found = 0;
     if (argc > 1 && strcmp(argv[1], "--list") == 0) {
