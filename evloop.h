@@ -801,9 +801,10 @@ typedef enum evl_fault_site {
     EVL_FAULT_FD_OPEN,  /* epoll_create1, kqueue, eventfd, pipe: the loop's own fds */
     EVL_FAULT_REGISTER, /* epoll_ctl, kevent changes: (re)registering an fd */
     EVL_FAULT_WAIT,     /* epoll_pwait2 or epoll_wait, kevent, poll, select: the poll */
-    EVL_FAULT_READ,     /* read in evl_read */
-    EVL_FAULT_WRITE,    /* write in evl_write_all */
+    EVL_FAULT_READ,     /* read in evl_read, recvfrom in evl_recvfrom */
+    EVL_FAULT_WRITE,    /* write in evl_write_all, sendto in evl_sendto */
     EVL_FAULT_ACCEPT,   /* accept4 or accept in evl_accept */
+    EVL_FAULT_CONNECT,  /* connect in evl_connect */
     EVL_FAULT_MMAP,     /* mmap and mprotect of a task stack */
     EVL_FAULT_THREAD,   /* pthread_create: executor workers, the watchdog */
     EVL_FAULT_SIGACTION, /* sigaction when the first watcher of a signal starts */
@@ -3552,7 +3553,7 @@ int evl_connect(evl_loop *loop, int fd, const struct sockaddr *addr, socklen_t l
     socklen_t sl = sizeof so_error;
     int err = evl__task_enter(loop, &t);
     if (err < 0) return err;
-    if (connect(fd, addr, len) == 0) return 0;
+    if (!evl__fault(EVL_FAULT_CONNECT) && connect(fd, addr, len) == 0) return 0;
     if (errno != EINPROGRESS && errno != EINTR) return -errno;
     err = evl_wait_io(loop, fd, EVL_WRITE);
     if (err < 0) return err;
@@ -3566,7 +3567,7 @@ ssize_t evl_recvfrom(evl_loop *loop, int fd, void *buf, size_t len, int flags,
     int err = evl__task_enter(loop, &t);
     if (err < 0) return err;
     for (;;) {
-        ssize_t n = recvfrom(fd, buf, len, flags, addr, addrlen);
+        ssize_t n = evl__fault(EVL_FAULT_READ) ? -1 : recvfrom(fd, buf, len, flags, addr, addrlen);
         if (n >= 0) return n;
         if ((err = evl__io_retry(loop, fd, EVL_READ)) < 0) return err;
     }
@@ -3578,7 +3579,7 @@ ssize_t evl_sendto(evl_loop *loop, int fd, const void *buf, size_t len, int flag
     int err = evl__task_enter(loop, &t);
     if (err < 0) return err;
     for (;;) {
-        ssize_t n = sendto(fd, buf, len, flags, addr, addrlen);
+        ssize_t n = evl__fault(EVL_FAULT_WRITE) ? -1 : sendto(fd, buf, len, flags, addr, addrlen);
         if (n >= 0) return n;
         if ((err = evl__io_retry(loop, fd, EVL_WRITE)) < 0) return err;
     }

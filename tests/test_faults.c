@@ -59,8 +59,8 @@ static void site_arm(int site, unsigned long nth, int error) {
 }
 
 static const char *site_name(int site) {
-    static const char *names[] = {"fd_open", "register", "wait",  "read",     "write",
-                                  "accept",  "mmap",     "thread", "sigaction"};
+    static const char *names[] = {"fd_open", "register", "wait",   "read",     "write",
+                                  "accept",  "connect",  "mmap",   "thread",   "sigaction"};
     return site == SITE_ALLOC ? "alloc" : names[site];
 }
 
@@ -555,7 +555,7 @@ static const fault net_faults[] = {
     {SITE_ALLOC, ENOMEM},           {EVL_FAULT_REGISTER, ENOMEM}, {EVL_FAULT_WAIT, EINTR},
     {EVL_FAULT_MMAP, ENOMEM},       {EVL_FAULT_ACCEPT, EMFILE},   {EVL_FAULT_ACCEPT, ECONNABORTED},
     {EVL_FAULT_READ, ECONNRESET},   {EVL_FAULT_READ, EINTR},      {EVL_FAULT_WRITE, EPIPE},
-    {EVL_FAULT_WRITE, EINTR},
+    {EVL_FAULT_WRITE, EINTR},      {EVL_FAULT_CONNECT, ECONNREFUSED},
 };
 
 static const fault pool_faults[] = {
