@@ -61,7 +61,7 @@ test-cross:
 	  echo "=== $$triple under $$emu"; \
 	  $(MAKE) -s CC=$$triple-gcc LDFLAGS=-static BUILD=build/cross-$$triple all || exit 1; \
 	  EVL_BUILD=build/cross-$$triple EVL_TEST_EMULATOR="$$emu -L /usr/$$triple" \
-	    EVL_TEST_BACKENDS=epoll EVL_TEST_TIMEOUT_SCALE=10 EVL_TEST_SKIP_PROGRAMS=test_threads \
+	    EVL_TEST_BACKENDS=epoll EVL_TEST_TIMEOUT_SCALE=10 \
 	    $(PYTHON) -m unittest discover -s tests $(CROSS_TESTS) || exit 1; \
 	done
 	@echo "=== ucontext fallback"

@@ -4247,7 +4247,11 @@ static int evl__loop_poll(evl_loop *loop, evl_time timeout, int exit_when_idle) 
     int err;
     if (timeout == 0 && loop->io_active == 0) return 0;
     if (timeout != 0) {
-        __atomic_store_n(&loop->sleeping, 1, __ATOMIC_SEQ_CST);
+        /* An exchange, not a plain store: a read-modify-write is a full barrier however the
+           CPU or an emulator implements the orderings, so this store cannot pass the loads
+           below it (a lost-wakeup test once failed under qemu-aarch64 with a store here). It
+           costs nothing beside the poll's system call. */
+        __atomic_exchange_n(&loop->sleeping, 1, __ATOMIC_SEQ_CST);
         if (__atomic_load_n(&loop->inbox_count, __ATOMIC_SEQ_CST) ||
             __atomic_load_n(&loop->stop_requested, __ATOMIC_SEQ_CST) ||
             __atomic_load_n(&loop->async_pending, __ATOMIC_SEQ_CST) ||

@@ -36,8 +36,7 @@ def _register(prog, timeout):
 
 
 for _prog, _timeout in PROGRAMS.items():
-    # EVL_TEST_SKIP_PROGRAMS (comma-separated) leaves programs out: test-cross skips
-    # test_threads, whose lost-wakeup case fails under qemu-aarch64 (open bug, see the README).
+    # EVL_TEST_SKIP_PROGRAMS (comma-separated) leaves programs out.
     if _prog in os.environ.get("EVL_TEST_SKIP_PROGRAMS", "").split(","):
         continue
     if os.path.exists(os.path.join(harness.ROOT, "tests", _prog + ".c")):
