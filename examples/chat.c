@@ -79,12 +79,18 @@ static void deliver(evl_loop *loop, client *c, message *m) {
     }
 }
 
-/* Sends m to everyone in the room but `except`, then drops the creator's reference. */
-static void broadcast(evl_loop *loop, client *except, message *m) {
+/* Sends m to everyone in the room but `except`, then drops the creator's reference. Returns
+   the longest queue it left, so a sender can let the writers catch up. */
+static size_t broadcast(evl_loop *loop, client *except, message *m) {
+    size_t longest = 0;
     client *c;
     for (c = room; c; c = c->next)
-        if (c != except) deliver(loop, c, m);
+        if (c != except) {
+            deliver(loop, c, m);
+            if (evl_queue_len(c->outbox) > longest) longest = evl_queue_len(c->outbox);
+        }
     message_unref(m);
+    return longest;
 }
 
 static void tell(evl_loop *loop, client *c, message *m) {
@@ -176,7 +182,7 @@ static void cmd_who(evl_loop *loop, client *c) {
     free(list);
 }
 
-/* One line from c. Returns 1 when c asked to leave. */
+/* One line from c. Returns 1 when c is to leave (it asked, or it was cancelled). */
 static int handle_line(evl_loop *loop, client *c, char *line, size_t n) {
     if (n > 0 && line[n - 1] == '\r') n--;
     if (n == 0) return 0;
@@ -186,7 +192,10 @@ static int handle_line(evl_loop *loop, client *c, char *line, size_t n) {
         tell(loop, c, message_new("* bye\n"));
         return 1;
     } else if (line[0] == '/') tell(loop, c, message_new("* commands: /nick NAME, /who, /quit\n"));
-    else broadcast(loop, c, message_new("<%s> %.*s\n", c->name, (int)n, line));
+    else if (broadcast(loop, c, message_new("<%s> %.*s\n", c->name, (int)n, line)) >= QUEUE_LINES / 2)
+        /* One read can hold hundreds of lines: before a queue fills, let its writer run, so
+           that only a client whose socket is full (one that does not read) is dropped. */
+        return evl_yield(loop) < 0;
     return 0;
 }
 

@@ -1,0 +1,227 @@
+"""examples/chat.c driven by Python socket clients on every backend: joins, nicknames, broadcast
+order, /who, /quit, a slow client dropped while the others carry on, an overlong line, and
+SIGTERM telling every client goodbye before the exit (status 0, final line)."""
+import os
+import signal
+import socket
+import subprocess
+import unittest
+
+import harness
+
+GOODBYE = b"server shutting down, goodbye"
+FINAL_LINE = "chat: shut down cleanly"
+
+
+class Server:
+    """examples/chat on a free port, on one backend."""
+
+    def __init__(self, backend):
+        harness.build()
+        cmd = harness.EMULATOR + harness.WRAPPER + [os.path.join(harness.BUILD, "examples", "chat"), "0"]
+        self.proc = subprocess.Popen(cmd, env=dict(os.environ, EVLOOP_BACKEND=backend),
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline()
+        if not line.startswith("listening on "):
+            self.proc.kill()
+            raise AssertionError("chat did not start: %r %s" % (line, self.proc.stderr.read()))
+        self.port = int(line.split()[2])
+
+    def stop(self, test):
+        """SIGTERM: the server must exit 0 after printing its final line."""
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            out, err = self.proc.communicate(timeout=15 * harness.SCALE)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.communicate()
+            test.fail("chat did not exit within 15 s of SIGTERM")
+        test.assertEqual(self.proc.returncode, 0, "exit status after SIGTERM; stderr:\n" + err)
+        test.assertIn(FINAL_LINE, out)
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.communicate()
+
+
+class Client:
+    """A chat client that reads whole lines; learns its name from the welcome line."""
+
+    def __init__(self, port, rcvbuf=None):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.settimeout(20 * harness.SCALE)
+        self.sock.connect(("127.0.0.1", port))
+        self.buf = b""
+        if rcvbuf is None:
+            welcome = self.line()
+            assert welcome.startswith(b"* welcome, "), welcome
+            self.name = welcome[len(b"* welcome, "):].split(b"!")[0]
+
+    def send(self, text):
+        self.sock.sendall(text if isinstance(text, bytes) else text.encode())
+
+    def line(self):
+        """The next line without its newline; b"" at the end of the stream."""
+        while b"\n" not in self.buf:
+            try:
+                chunk = self.sock.recv(65536)
+            except ConnectionResetError:
+                chunk = b""
+            if not chunk:
+                rest, self.buf = self.buf, b""
+                return rest
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        return line
+
+    def until(self, want):
+        """Reads lines until one equals `want`; returns the lines before it."""
+        seen = []
+        while True:
+            line = self.line()
+            if line == want:
+                return seen
+            if line == b"" and not self.buf:
+                raise AssertionError("stream ended before %r; saw %r" % (want, seen[-5:]))
+            seen.append(line)
+
+    def close(self):
+        self.sock.close()
+
+
+class ChatCase(unittest.TestCase):
+    def check_room(self, server):
+        a = Client(server.port)
+        b = Client(server.port)
+        self.assertEqual(a.line(), b"* %s joined" % b.name)
+        a.send("/nick alice\n")
+        self.assertEqual(a.line(), b"* you are now alice")
+        self.assertEqual(b.line(), b"* %s is now known as alice" % a.name)
+        b.send("/nick bob\r\n")  # CRLF as telnet sends it
+        self.assertEqual(b.line(), b"* you are now bob")
+        self.assertEqual(a.line(), b"* %s is now known as bob" % b.name)
+        c = Client(server.port)
+        self.assertEqual(a.line(), b"* %s joined" % c.name)
+        self.assertEqual(b.line(), b"* %s joined" % c.name)
+        c.send("/nick alice\n/nick no spaces\n/dance\n")
+        self.assertEqual(c.line(), b"* the name alice is taken")
+        self.assertTrue(c.line().startswith(b"* a name is 1 to 32"))
+        self.assertEqual(c.line(), b"* commands: /nick NAME, /who, /quit")
+        # Broadcast: in order, to everyone but the sender, lines sent in one write or many.
+        b.send("".join("message %d\n" % i for i in range(300)))
+        for i in range(300):
+            want = b"<bob> message %d" % i
+            self.assertEqual(a.line(), want)
+            self.assertEqual(c.line(), want)
+        c.send("/who\n")
+        who = c.line()
+        self.assertTrue(who.startswith(b"* online: "), who)
+        self.assertEqual(sorted(who[len(b"* online: "):].split(b", ")), sorted([b"alice", b"bob", c.name]))
+        c.send("/quit\n")
+        self.assertEqual(c.line(), b"* bye")
+        self.assertEqual(c.line(), b"")
+        self.assertEqual(a.line(), b"* %s left" % c.name)
+        self.assertEqual(b.line(), b"* %s left" % c.name)
+        b.close()
+        self.assertEqual(a.line(), b"* bob left")
+        server.stop(self)
+        self.assertEqual(a.line(), GOODBYE)
+        self.assertEqual(a.line(), b"")
+        a.close()
+        c.close()
+
+    def check_slow_client(self, server):
+        a = Client(server.port)
+        slow = Client(server.port, rcvbuf=4096)  # connects and never reads
+        slow_name = a.line()[len(b"* "):-len(b" joined")]
+        b = Client(server.port)
+        self.assertEqual(a.line(), b"* %s joined" % b.name)
+        note = b"* %s was too slow and has been disconnected" % slow_name
+        payload = "x" * 1000
+        notices = []
+        # The sender waits for the reader after each batch, so only the slow client lags:
+        # its socket buffers and then its queue of 256 lines fill, and it is dropped.
+        for batch in range(20):
+            a.send("".join("%d %s\n" % (batch * 100 + i, payload) for i in range(100)))
+            lines = []
+            while len(lines) < 100:
+                line = b.line()
+                (notices if line.startswith(b"* ") else lines).append(line)
+            self.assertEqual([int(l.split()[1]) for l in lines],
+                             list(range(batch * 100, batch * 100 + 100)))
+        self.assertEqual(a.until(note), [])
+        a.send("still talking\n")
+        notices += b.until(b"<%s> still talking" % a.name)
+        self.assertEqual(notices, [note])
+        # The slow client gets what its buffers held, then the end of the stream.
+        received = 0
+        while True:
+            try:
+                chunk = slow.sock.recv(1 << 20)
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            received += len(chunk)
+        self.assertLess(received, 2000 * 1000, "the slow client received everything")
+        server.stop(self)
+        for client in (a, b):
+            self.assertEqual(client.line(), GOODBYE)
+            client.close()
+        slow.close()
+
+    def check_overlong_line(self, server):
+        a = Client(server.port)
+        b = Client(server.port)
+        self.assertEqual(a.line(), b"* %s joined" % b.name)
+        longest = b"y" * 4096
+        b.send(longest + b"\n")
+        self.assertEqual(a.line(), b"<%s> %s" % (b.name, longest))
+        b.send(b"z" * 5000 + b"\n")
+        self.assertEqual(b.line(), b"* error: lines are limited to 4096 bytes; closing")
+        self.assertEqual(b.line(), b"")
+        self.assertEqual(a.line(), b"* %s left" % b.name)
+        a.send("anyone?\n")
+        c = Client(server.port)
+        self.assertEqual(a.line(), b"* %s joined" % c.name)
+        server.stop(self)
+        for client in (a, c):
+            self.assertEqual(client.line(), GOODBYE)
+            self.assertEqual(client.line(), b"")
+        a.close()
+        b.close()
+        c.close()
+
+    def check_goodbye(self, server):
+        clients = [Client(server.port) for _ in range(5)]
+        for i, client in enumerate(clients):
+            client.send("/nick user%d\n" % i)
+            client.until(b"* you are now user%d" % i)
+        server.stop(self)
+        for client in clients:
+            client.until(GOODBYE)  # after the notices of the others' joins and nicknames
+            self.assertEqual(client.line(), b"")
+            client.close()
+
+
+def _add_backend_tests():
+    checks = {"room": ChatCase.check_room, "slow_client": ChatCase.check_slow_client,
+              "overlong_line": ChatCase.check_overlong_line, "goodbye": ChatCase.check_goodbye}
+    for backend in harness.backends():
+        for name, check in checks.items():
+            def method(self, check=check, backend=backend):
+                server = Server(backend)
+                try:
+                    check(self, server)
+                finally:
+                    server.kill()
+            setattr(ChatCase, "test_%s__%s" % (name, backend), method)
+
+
+_add_backend_tests()
+
+if __name__ == "__main__":
+    unittest.main()
