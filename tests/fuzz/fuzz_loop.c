@@ -1261,6 +1261,7 @@ static int run_file(const char *path) {
         fprintf(stderr, "%s: %s\n", path, strerror(errno));
         return -1;
     }
+    fprintf(stderr, "fuzz_loop: %s\n", path);   /* on a failure, the last line names the input */
     n = fread(buf, 1, sizeof buf, f);
     fclose(f);
     LLVMFuzzerTestOneInput(buf, n);
