@@ -38,7 +38,7 @@
 static struct server {
     int listen_fd;
     evl_time idle;
-    int open, closed_by_shutdown, shutting_down;
+    int shutting_down, closed_by_shutdown;
     unsigned long long requests;
 } srv;
 
@@ -305,7 +305,6 @@ static int connection(evl_loop *loop, void *arg) {
     int more = 1;
     c.fd = (int)(intptr_t)arg;
     c.in_len = c.out_len = 0;
-    srv.open++;
     while (more) {
         /* Each request (and the wait for it) gets the idle timeout, then the clock restarts. */
         evl_time outer = evl_deadline(loop, evl_now(loop) + srv.idle);
@@ -314,7 +313,6 @@ static int connection(evl_loop *loop, void *arg) {
     }
     flush(loop, &c);
     close(c.fd);
-    srv.open--;
     srv.closed_by_shutdown += srv.shutting_down;
     return 0;
 }
