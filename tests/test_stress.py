@@ -9,9 +9,12 @@ the environment it inherits; each case prints a "figures:" line (run the program
 see them, e.g. `EVL_STRESS=full EVLOOP_BACKEND=epoll build/tests/test_stress
 tasks_100000_concurrent`)."""
 import os
+import sys
 import unittest
 
-import harness
+# `python3 -m unittest tests/test_stress.py` from the top directory, as well as discover -s tests.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
 
 FULL = os.environ.get("EVL_STRESS") == "full"
 # One case's timeout in seconds, scaled by EVL_TEST_TIMEOUT_SCALE. Generous: the machine is
