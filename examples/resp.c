@@ -196,9 +196,11 @@ static void reply(client *c, const void *data, size_t len) {
     if (c->out_len + len > c->out_cap) {
         size_t cap = c->out_cap ? c->out_cap : 1024;
         char *p;
-        memmove(c->out, c->out + c->out_sent, c->out_len - c->out_sent); /* drop what was sent */
-        c->out_len -= c->out_sent;
-        c->out_sent = 0;
+        if (c->out_sent) { /* drop what was sent before growing */
+            memmove(c->out, c->out + c->out_sent, c->out_len - c->out_sent);
+            c->out_len -= c->out_sent;
+            c->out_sent = 0;
+        }
         while (cap < c->out_len + len) cap *= 2;
         if (cap != c->out_cap) {
             if (!(p = realloc(c->out, cap))) {
