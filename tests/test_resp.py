@@ -216,6 +216,14 @@ class RespCase(unittest.TestCase):
                 s.sendall(bytes(rng.getrandbits(8) for _ in range(20000)))
                 s.shutdown(socket.SHUT_WR)
                 read_until_closed(s)
+        # A value just under the 16 MiB bulk limit, sent in pieces, reads back intact.
+        huge = bytes(random.Random(3).getrandbits(8) for _ in range(256)) * (60 << 10)
+        with connect(server.port) as s:
+            request = multibulk("SET", "huge", huge) + multibulk("GET", "huge") + multibulk("DEL", "huge")
+            for i in range(0, len(request), 1 << 20):
+                s.sendall(request[i:i + (1 << 20)])
+            want = b"+OK\r\n$%d\r\n%s\r\n:1\r\n" % (len(huge), huge)
+            self.assertEqual(recv_exactly(s, len(want)), want)
         # A client that never reads its replies is dropped past 64 MiB, not buffered forever.
         with connect(server.port) as s:
             s.sendall(multibulk("SET", "big", b"v" * (1 << 20)))
