@@ -4,11 +4,10 @@ is ae), both driven by redis-benchmark in the same run.
 
 Both servers run side by side for the whole run; each round benchmarks them one after the
 other (the order alternates between rounds), without and with pipelining (-P 16). The table
-gives the median requests per second of each and the ratio resp/redis-server. With two or more
-CPUs, the servers run on CPU 0 and redis-benchmark on CPU 1, so client and server do not fight
-for one core. Standard library only.
+gives the median requests per second of each and the ratio resp/redis-server. --pin puts the
+servers on CPU 0 and redis-benchmark on CPU 1. Standard library only.
 
-    python3 bench/resp_bench.py                    # 5 rounds, 200 000 requests per test
+    python3 bench/resp_bench.py                    # 3 rounds, 200 000 requests per test
     python3 bench/resp_bench.py --rounds 1 --requests 20000   # a quick look
 
 Needs redis-server and redis-benchmark: apt-get install redis-server redis-tools."""
@@ -29,9 +28,12 @@ TESTS = ["PING_INLINE", "PING_MBULK", "SET", "GET", "INCR"]
 PIPELINES = [1, 16]
 
 
+PIN = False
+
+
 def pin(cpu):
     """A preexec_fn that puts the child on one CPU, when the machine has more than one."""
-    if (os.cpu_count() or 1) < 2:
+    if not PIN or (os.cpu_count() or 1) < 2:
         return None
     return lambda: os.sched_setaffinity(0, {cpu})
 
@@ -101,10 +103,14 @@ def version(cmd):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--requests", type=int, default=200000)
     ap.add_argument("--clients", type=int, default=50)
+    ap.add_argument("--pin", action="store_true",
+                    help="servers on CPU 0, redis-benchmark on CPU 1 (default: the scheduler's choice)")
     args = ap.parse_args()
+    global PIN
+    PIN = args.pin
     for tool, package in (("redis-server", "redis-server"), ("redis-benchmark", "redis-tools")):
         if not shutil.which(tool):
             sys.exit("%s is missing: apt-get install %s" % (tool, package))
