@@ -76,7 +76,8 @@ bench:
 bench-quick:
 	$(PYTHON) bench/run.py --quick
 
-demo: $(BUILD)/examples/demo
+# The HTTP example driven for two seconds by an evloop client, then shut down with SIGTERM.
+demo: $(BUILD)/examples/demo $(BUILD)/examples/http
 	./$(BUILD)/examples/demo
 
 install:

@@ -326,6 +326,9 @@
    evl_future_set_threadsafe and evl_signal_start/stop. A thread that will
    post to a loop with nothing else to wait for should hold evl_loop_ref, or evl_run may return
    before the post arrives. Interrupted system calls (EINTR) are retried inside the poll.
+   The library leaves SIGPIPE alone: by default a write to a socket the peer has reset kills
+   the process. A server ignores it once at start, signal(SIGPIPE, SIG_IGN), and the write
+   (evl_write_all too) fails with -EPIPE instead, as examples/http.c does.
 
    ERRORS
    ------
