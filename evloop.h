@@ -104,6 +104,58 @@
      shutdown_grace    the grace period of evl_main's signal-driven shutdown and the longest
                  evl_loop_close waits for executor jobs (0: 25 s).
 
+   EXAMPLES
+   --------
+   A server is a task that accepts and one task per connection, each written as straight-line
+   code; evl_main runs it and shuts it down gracefully on SIGTERM. From examples/http.c:
+
+       static int connection(evl_loop *loop, void *arg) {
+           conn c;
+           int more = 1;
+           c.fd = (int)(intptr_t)arg;
+           c.in_len = c.out_len = 0;
+           while (more) {
+               // Each request (and the wait for it) gets the idle timeout.
+               evl_time outer = evl_deadline(loop, evl_now(loop) + srv.idle);
+               more = serve_one(loop, &c);   // evl_read, parse, evl_write_all
+               evl_deadline_restore(loop, outer);
+           }
+           flush(loop, &c);
+           close(c.fd);
+           return 0;
+       }
+
+       static int accept_loop(evl_loop *loop, void *arg) {
+           evl_task_opts opts = {"connection", 64 * 1024};
+           int err = 0;
+           while (err >= 0) {   // a shutdown cancels the accept: -ECANCELED
+               int fd = evl_accept(loop, srv.listen_fd, NULL, NULL);
+               if (fd == -EMFILE || fd == -ENFILE) err = evl_sleep(loop, EVL_MSEC(10));
+               else if ((err = fd) >= 0 &&
+                        evl_task_spawn(loop, NULL, connection, (void *)(intptr_t)fd, &opts) < 0)
+                   close(fd);
+           }
+           close(srv.listen_fd);
+           return err;
+       }
+
+       // main: evl_config_init(&cfg); return evl_main(&cfg, accept_loop, NULL) < 0;
+
+   Blocking work goes to the executor from inside a task, and its result comes back there:
+   `err = evl_executor_run(loop, blocking_sleep, &ms, NULL);`. Every example takes its TCP port
+   as its first argument (0 picks a free one) and prints "listening on PORT":
+
+     examples/http.c        HTTP/1.1: keep-alive, pipelining, an executor route, idle timeout
+     examples/resp.c        a Redis-protocol key-value server in the callback style (I/O
+                            watchers, key expiry with timers); redis-cli and redis-benchmark
+     examples/chat.c        a chat room with tasks and a bounded queue per client (a slow
+                            client is dropped), goodbye to every client on SIGTERM
+     examples/echo.c        TCP echo with I/O watchers and backpressure (callback style)
+     examples/echo_tasks.c  TCP echo, one task per connection
+     examples/bootstrap.c   the production bootstrap (see CONFIGURING A LOOP FOR PRODUCTION)
+     examples/tour.c        a timer, a pipe watcher and a worker thread posting back
+     examples/demo.c        `make demo`: drives http.c for two seconds, then SIGTERM
+
    CONCEPTS
    --------
    Time. evl_time is int64_t nanoseconds of the monotonic clock. EVL_USEC, EVL_MSEC and EVL_SEC
