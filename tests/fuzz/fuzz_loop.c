@@ -11,6 +11,11 @@
    per thread), the loop is closed, and the fds and memory must all be back (ASan's leak check
    does the memory).
 
+   The input: the first byte picks the backend (bits 0-1: epoll, poll, select; EVLOOP_BACKEND
+   in the environment overrides it), debug mode (bit 2) and the final burst (bit 3); then each
+   byte is an operation (byte % NOPS) followed by its arguments, and callbacks and tasks read
+   what they do next from the same stream when they run. tests/fuzz/README.md lists the codes.
+
    Build (libFuzzer):  clang -g -O1 -fsanitize=fuzzer,address,undefined -I. \
                            tests/fuzz/fuzz_loop.c -o fuzz_loop -lpthread
    Build (plain C):    cc -DFUZZ_STANDALONE -std=c99 -O2 -g -I. tests/fuzz/fuzz_loop.c \
@@ -21,6 +26,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -1251,10 +1257,17 @@ static void teardown(int burst) {
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
+/* The number open() would return now: the same before and after an input, or an fd leaked. */
+static int lowest_free_fd(void) {
+    int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    CHECK(fd >= 0, "open /dev/null: %s", strerror(errno));
+    close(fd);
+    return fd;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    int fd_probe = dup(0), after;
+    int fd_probe = lowest_free_fd(), after;
     unsigned first;
-    close(fd_probe);
     in_p = data;
     in_n = size;
     in_i = 0;
@@ -1263,8 +1276,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     for (H.nops = 0; H.nops < MAX_OPS && in_i < in_n; H.nops++) do_op(take() % NOPS);
     /* The burst costs thread handoffs (most of an input's time): half the inputs do it. */
     teardown((first >> 3) & 1);
-    after = dup(0);
-    close(after);
+    after = lowest_free_fd();
     CHECK(after == fd_probe, "an fd leaked: the lowest free fd was %d, now %d", fd_probe, after);
     return 0;
 }
