@@ -18,9 +18,9 @@ tests/test_build.py is the quick subset that `make test` runs (standards, two tr
 units, EVLOOP_STATIC, symbol hygiene, the quick starts); this is the full matrix.
 
 The warnings: STRICT below (-Wall -Wextra -Wpedantic -Wshadow -Wconversion -Wsign-conversion
--Werror) everywhere, except under musl, whose FD_SET, FD_CLR and FD_ISSET macros mix the int fd
-with sizeof, so any program that uses them warns under -Wsign-conversion: musl gets STRICT
-without -Wsign-conversion. Standard library only."""
+-Wformat=2 -Werror) everywhere, except under musl, whose FD_SET, FD_CLR and FD_ISSET macros mix
+the int fd with sizeof, so any program that uses them warns under -Wsign-conversion: musl gets
+STRICT without -Wsign-conversion. Standard library only."""
 import argparse
 import concurrent.futures
 import os
@@ -43,7 +43,7 @@ RUN_TIMEOUT = 30
 CASES_PER_PROGRAM = 5
 
 BASE = ["-Wall", "-Wextra", "-Wpedantic"]
-STRICT = BASE + ["-Wshadow", "-Wconversion", "-Wsign-conversion", "-Werror"]
+STRICT = BASE + ["-Wshadow", "-Wconversion", "-Wsign-conversion", "-Wformat=2", "-Werror"]
 MUSL_STRICT = STRICT + ["-Wno-sign-conversion"]
 # The flags the Makefile builds the test programs with.
 TEST_WARN = ["-std=c99"] + BASE + ["-Werror"]
