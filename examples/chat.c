@@ -44,7 +44,9 @@ typedef struct client {
     struct client *prev, *next;
 } client;
 
-static client *room;
+static client *room;     /* clients whose reader runs */
+static client *starting; /* clients whose reader has yet to start: a shutdown may cancel it
+                            first, and a task cancelled before it started never runs */
 static int shutting_down;
 static unsigned guests;
 
@@ -235,10 +237,23 @@ static void close_gently(evl_loop *loop, int fd) {
     close(fd);
 }
 
-static void room_leave(client *c) {
+static void list_add(client **list, client *c) {
+    c->prev = NULL;
+    if ((c->next = *list)) c->next->prev = c;
+    *list = c;
+}
+
+static void list_remove(client **list, client *c) {
     if (c->prev) c->prev->next = c->next;
-    else room = c->next;
+    else *list = c->next;
     if (c->next) c->next->prev = c->prev;
+}
+
+static void client_free(evl_loop *loop, client *c) {
+    void *item;
+    while (evl_queue_try_get(loop, c->outbox, &item) == 0) message_unref((message *)item);
+    evl_queue_free(loop, c->outbox);
+    free(c);
 }
 
 /* The reader task owns the client: it starts the writer, and when the client is done it
@@ -246,15 +261,14 @@ static void room_leave(client *c) {
 static int client_main(evl_loop *loop, void *arg) {
     client *c = (client *)arg;
     evl_task_opts opts = {"writer", 64 * 1024};
-    void *item;
     c->reader = evl_task_current(loop);
+    list_remove(&starting, c);
     if (evl_task_spawn(loop, &c->writer, writer_main, c, &opts) == 0) {
-        if ((c->next = room)) room->prev = c;
-        room = c;
+        list_add(&room, c);
         tell(loop, c, message_new("* welcome, %s! commands: /nick NAME, /who, /quit\n", c->name));
         broadcast(loop, c, message_new("* %s joined\n", c->name));
         read_lines(loop, c);
-        room_leave(c);
+        list_remove(&room, c);
         if (c->dropped) broadcast(loop, NULL, message_new("* %s was too slow and has been disconnected\n", c->name));
         else if (!shutting_down) broadcast(loop, NULL, message_new("* %s left\n", c->name));
         evl_task_cancel(loop, c->writer);
@@ -265,9 +279,7 @@ static int client_main(evl_loop *loop, void *arg) {
     } else {
         close(c->fd);
     }
-    while (evl_queue_try_get(loop, c->outbox, &item) == 0) message_unref((message *)item);
-    evl_queue_free(loop, c->outbox);
-    free(c);
+    client_free(loop, c);
     return 0;
 }
 
@@ -280,7 +292,10 @@ static void client_start(evl_loop *loop, int fd) {
     if (c && evl_queue_new(loop, &c->outbox, QUEUE_LINES) == 0) {
         c->fd = fd;
         snprintf(c->name, sizeof c->name, "guest%u", ++guests);
-        if (evl_task_spawn(loop, NULL, client_main, c, &opts) == 0) return;
+        if (evl_task_spawn(loop, NULL, client_main, c, &opts) == 0) {
+            list_add(&starting, c);
+            return;
+        }
         evl_queue_free(loop, c->outbox);
     }
     free(c);
@@ -311,10 +326,22 @@ static void on_shutdown(evl_loop *loop, void *arg) {
     shutting_down = 1;
 }
 
+/* Runs last in a shutdown: frees the clients whose reader was cancelled before it started. */
+static void on_close(evl_loop *loop, void *arg) {
+    (void)arg;
+    while (starting) {
+        client *c = starting;
+        list_remove(&starting, c);
+        close(c->fd);
+        client_free(loop, c);
+    }
+}
+
 /* The main task accepts until the shutdown cancels it. */
 static int serve(evl_loop *loop, void *arg) {
     int lfd = (int)(intptr_t)arg, fd, err = 0;
-    if ((err = evl_on_shutdown(loop, on_shutdown, NULL)) < 0) return err;
+    if ((err = evl_on_shutdown(loop, on_shutdown, NULL)) < 0 || (err = evl_on_close(loop, on_close, NULL)) < 0)
+        return err;
     while (!shutting_down) {
         if ((fd = evl_accept(loop, lfd, NULL, NULL)) >= 0) {
             client_start(loop, fd);
