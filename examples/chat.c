@@ -23,6 +23,13 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+/* Lets the compiler check the arguments of our printf-like functions against their format. */
+#ifdef __GNUC__
+#define PRINTF_LIKE(fmt, args) __attribute__((format(printf, fmt, args)))
+#else
+#define PRINTF_LIKE(fmt, args)
+#endif
+
 #define LINE_MAX_BYTES 4096
 #define QUEUE_LINES 256
 #define NAME_MAX_BYTES 32
@@ -50,6 +57,7 @@ static client *starting; /* clients whose reader has yet to start: a shutdown ma
 static int shutting_down;
 static unsigned guests;
 
+static message *message_new(const char *fmt, ...) PRINTF_LIKE(1, 2);
 static message *message_new(const char *fmt, ...) {
     va_list ap;
     message *m;

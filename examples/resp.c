@@ -32,6 +32,13 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+/* Lets the compiler check the arguments of our printf-like functions against their format. */
+#ifdef __GNUC__
+#define PRINTF_LIKE(fmt, args) __attribute__((format(printf, fmt, args)))
+#else
+#define PRINTF_LIKE(fmt, args)
+#endif
+
 #define LINE_MAX_BYTES (64 * 1024)
 #define BULK_MAX (16 * 1024 * 1024)
 #define REQUEST_MAX (64 * 1024 * 1024)
@@ -227,6 +234,7 @@ static void reply_bulk(client *c, const char *s, size_t n) {
     reply_lit(c, "\r\n");
 }
 
+static void reply_error(client *c, const char *fmt, ...) PRINTF_LIKE(2, 3);
 static void reply_error(client *c, const char *fmt, ...) {
     char buf[256];
     int n;
