@@ -133,9 +133,10 @@ class RespCase(unittest.TestCase):
         self.assertEqual(cli("TTL", "missing"), "(integer) -2")
         self.assertEqual(cli("SET", "forever", "x"), "OK")
         self.assertEqual(cli("TTL", "forever"), "(integer) -1")
-        # PX 400: alive right after the SET (same connection), gone after its time, removed by
-        # its timer (DBSIZE counts stored keys, so it drops only when the timer deleted it).
-        self.assertEqual(self.cli(server, stdin=b"SET brief v PX 400\nEXISTS brief\n"),
+        # PX: alive right after the SET (same connection), gone after its time, removed by its
+        # timer (DBSIZE counts stored keys, so it drops only when the timer deleted it).
+        px = b"%d" % (400 * harness.SCALE)
+        self.assertEqual(self.cli(server, stdin=b"SET brief v PX " + px + b"\nEXISTS brief\n"),
                          "OK\n(integer) 1")
         self.wait_for(server, ["DBSIZE"], "(integer) 1", within=5)
         self.assertEqual(cli("GET", "brief"), "(nil)")
