@@ -4,6 +4,7 @@ on every backend. Each input drives a loop through a sequence of operations and 
 callback against the target's reference model; a mismatch aborts with a message, and the last
 line of stderr names the input. The libFuzzer build itself is `make fuzz` (clang)."""
 import os
+import shlex
 import subprocess
 import unittest
 
@@ -16,15 +17,16 @@ PROGRAM = harness.program("fuzz_loop_standalone")
 
 def build():
     """Compiles the standalone driver when the source or the header is newer than it (the
-    Makefile only builds tests/test_*.c)."""
+    Makefile only builds tests/test_*.c), with $CC and the sanitizer flags of the run in
+    EVL_SANFLAGS (the Makefile's SANFLAGS, when its test recipe passes them on)."""
     deps = [SOURCE, os.path.join(harness.ROOT, "evloop.h")]
     if os.path.exists(PROGRAM) and all(os.path.getmtime(PROGRAM) >= os.path.getmtime(d)
                                        for d in deps):
         return
     os.makedirs(os.path.dirname(PROGRAM), exist_ok=True)
     cmd = [os.environ.get("CC", "cc"), "-DFUZZ_STANDALONE", "-std=c99", "-Wall", "-Wextra",
-           "-Wpedantic", "-Werror", "-O2", "-g", "-I" + harness.ROOT, SOURCE, "-o", PROGRAM,
-           "-lpthread"]
+           "-Wpedantic", "-Werror", "-O2", "-g"] + shlex.split(os.environ.get("EVL_SANFLAGS", "")) + [
+           "-I" + harness.ROOT, SOURCE, "-o", PROGRAM, "-lpthread"]
     subprocess.run(cmd, check=True, timeout=300)
 
 
