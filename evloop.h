@@ -1192,6 +1192,7 @@ struct evl_loop {
     evl_time virtual_now;
     evl_stats stats;
     evl_time accept_next_report;  /* evl_accept reports EMFILE once a second at most */
+    int stack_limit_warned;       /* the vm.max_map_count hint was logged */
 #ifndef EVL_NO_THREADS
     pthread_t owner;            /* the thread that runs the loop (debug-mode checks) */
     int owner_known;
@@ -2537,6 +2538,22 @@ static size_t evl__page_size(void) {
 #endif
 }
 
+#ifndef EVL_NO_MMAP
+/* -ENOMEM from mmap or mprotect with memory to spare is almost always the per-process mapping
+   limit: say so once, since the bare error code points at the allocator instead. */
+static int evl__stack_map_failed(evl_loop *loop, int err) {
+    if (err == -ENOMEM && loop->stack_guard && !loop->stack_limit_warned) {
+        loop->stack_limit_warned = 1;
+        evl__log(loop, EVL_LOG_WARN,
+                 "evloop: a task stack could not be mapped with %zu tasks alive (-ENOMEM): "
+                 "each guarded stack costs two memory mappings and vm.max_map_count limits "
+                 "them; raise it or set evl_config.stack_guard = -1",
+                 loop->tasks_alive);
+    }
+    return err;
+}
+#endif
+
 static int evl__stack_map(evl_loop *loop, evl__stack *s, size_t size) {
 #ifndef EVL_NO_MMAP
     size_t guard = loop->stack_guard ? loop->page_size : 0;
@@ -2544,12 +2561,12 @@ static int evl__stack_map(evl_loop *loop, evl__stack *s, size_t size) {
                     ? MAP_FAILED
                     : mmap(NULL, size + guard, PROT_READ | PROT_WRITE,
                            MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (map == MAP_FAILED) return -errno;
+    if (map == MAP_FAILED) return evl__stack_map_failed(loop, -errno);
     /* Each guarded stack costs two kernel mappings: see vm.max_map_count in the manual. */
     if (guard && (evl__fault(EVL_FAULT_MMAP) || mprotect(map, guard, PROT_NONE) < 0)) {
         int err = -errno;
         munmap(map, size + guard);
-        return err;
+        return evl__stack_map_failed(loop, err);
     }
     s->base = map;
     s->lo = (unsigned char *)map + guard;
