@@ -252,9 +252,12 @@
        }
 
    Every task I/O call checks for cancellation (and the deadline) before it even tries, so a
-   loop over an fd that is always ready still stops. Joining a finished task and awaiting a
-   completed future return their result without checking. A task cancelled before it started
-   never runs. Cancelling a finished task, or one already joined, returns -ESRCH (a joined
+   loop over an fd that is always ready still stops: a task that took an item from a queue and
+   must not lose it writes it under a shield. Joining a finished task and awaiting a completed
+   future return their result without checking. A task cancelled before it started never
+   runs, so what its arg owns (an accepted fd, a buffer) is its spawner's to release: keep
+   such tasks on a list and free the leftovers in an evl_on_close hook, as examples/chat.c
+   does (a shutdown during a burst of accepts cancels tasks that have not started). Cancelling a finished task, or one already joined, returns -ESRCH (a joined
    task's memory stays reserved by the loop, so the stale pointer is safe to pass for as long
    as no newer task took its place).
 
@@ -1336,6 +1339,10 @@ static void evl__log_default(int level, const char *message, void *ud) {
     if (level >= EVL_LOG_WARN) fprintf(stderr, "%s\n", message);
 }
 
+#ifdef __GNUC__
+static void evl__log(evl_loop *loop, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+#endif
 static void evl__log(evl_loop *loop, int level, const char *fmt, ...) {
     char buf[512];
     va_list ap;

@@ -7,6 +7,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,6 +65,7 @@ static int accept_loop(evl_loop *loop, void *arg) {
 int main(int argc, char **argv) {
     evl_loop *loop;
     int lfd, err;
+    signal(SIGPIPE, SIG_IGN); /* a write to a client that reset fails with EPIPE, not a kill */
     if ((lfd = listen_on(argc > 1 ? atoi(argv[1]) : 7000)) < 0) {
         perror("listen");
         return 1;
