@@ -72,6 +72,8 @@ CPPCHECK_CONFIGS = [
     ("Linux x86-64, all features, Valgrind", ["-D__linux__", "-D__x86_64__", "-DEVL_VALGRIND"]),
     ("Linux x86-64, ucontext, no mmap, no epoll", REDUCED + [
         "-D__linux__", "-D__x86_64__", "-DEVL_CTX_UCONTEXT", "-DEVL_NO_MMAP", "-DEVL_NO_EPOLL"]),
+    ("Linux x86-64, fault injection (EVL_TESTING)", REDUCED + [
+        "-D__linux__", "-D__x86_64__", "-DEVL_TESTING"]),
     ("Linux x86-64, no tasks", REDUCED + ["-D__linux__", "-D__x86_64__", "-DEVL_NO_TASKS"]),
     ("Linux x86-64, no threads, no signals", REDUCED + [
         "-D__linux__", "-D__x86_64__", "-DEVL_NO_THREADS", "-DEVL_NO_SIGNALS"]),
@@ -114,7 +116,8 @@ CheckOptions:
 """ % TIDY_CHECKS
 TIDY_CONFIGS = [
     ("all features", []),
-    ("ucontext, no mmap, no epoll", ["-DEVL_CTX_UCONTEXT", "-DEVL_NO_MMAP", "-DEVL_NO_EPOLL"]),
+    ("ucontext, no mmap, no epoll, fault injection", [
+        "-DEVL_CTX_UCONTEXT", "-DEVL_NO_MMAP", "-DEVL_NO_EPOLL", "-DEVL_TESTING"]),
     ("no tasks, no threads, no signals", ["-DEVL_NO_TASKS", "-DEVL_NO_THREADS",
                                           "-DEVL_NO_SIGNALS"]),
 ]
