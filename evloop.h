@@ -507,7 +507,8 @@ EVL_API int evl_loop_close(evl_loop *loop);
 EVL_API int evl_run(evl_loop *loop);
 /* Runs one iteration, blocking at most max_wait; returns the callbacks run. Loop thread. */
 EVL_API int evl_run_once(evl_loop *loop, evl_time max_wait);
-/* Makes evl_run return after the current iteration, waking the loop. Thread-safe. */
+/* Makes evl_run return after the current iteration, waking the loop; a stop asked for
+   inside evl_run_once ends with it. Thread-safe. */
 EVL_API void evl_stop(evl_loop *loop);
 /* Keeps evl_run running while nothing else is pending (counted). Thread-safe. */
 EVL_API void evl_loop_ref(evl_loop *loop);
@@ -4427,7 +4428,13 @@ int evl_run_once(evl_loop *loop, evl_time max_wait) {
     int err;
     EVL_ASSERT(loop);
     if ((err = evl__run_begin(loop)) < 0) return err;
-    return evl__run_end(loop, evl__iterate(loop, max_wait, 0));
+    err = evl__iterate(loop, max_wait, 0);
+    /* A stop asked for before or during this iteration has been honoured: the iteration was
+       the only one. Left set, it would make every later poll a zero-timeout one (a busy loop;
+       a virtual clock that never moves) until some evl_run consumed it. libuv's uv_run clears
+       its stop flag the same way in every mode. */
+    __atomic_store_n(&loop->stop_requested, 0, __ATOMIC_SEQ_CST);
+    return evl__run_end(loop, err);
 }
 
 int evl_run(evl_loop *loop) {

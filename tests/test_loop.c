@@ -318,6 +318,41 @@ static void run_once_blocks_at_most_max_wait(void) {
     CHECK_OK(evl_loop_close(loop));
 }
 
+/* A stop asked for inside evl_run_once ends with that iteration: the next evl_run_once waits
+   again, and on the virtual clock time moves and timers fire (found by the fuzzer: the request
+   used to stay set until some evl_run consumed it). */
+static void stop_inside_run_once_ends_with_it(void) {
+    evl_config cfg;
+    evl_loop *loop = check_loop_new();
+    evl_timer t;
+    struct timespec t0, t1;
+    long long ms;
+    int fired = 0, stops = 0;
+    CHECK_OK(evl_call_soon(loop, stop_cb, &stops));
+    CHECK_EQ(evl_run_once(loop, 0), 1);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    CHECK_EQ(evl_run_once(loop, EVL_MSEC(30)), 0);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    ms = (t1.tv_sec - t0.tv_sec) * 1000LL + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+    CHECK(ms >= 29);
+    CHECK_OK(evl_loop_close(loop));
+
+    evl_config_init(&cfg);
+    cfg.clock = EVL_CLOCK_VIRTUAL;
+    CHECK_OK(evl_loop_new(&loop, &cfg));
+    evl_stop(loop); /* outside any run: the next run_once is the one it ends */
+    CHECK_EQ(evl_run_once(loop, EVL_MSEC(10)), 0);
+    CHECK_OK(evl_call_soon(loop, stop_cb, &stops));
+    CHECK_EQ(evl_run_once(loop, 0), 1);
+    CHECK_EQ(stops, 2);
+    evl_timer_init(&t, count_cb, &fired);
+    CHECK_OK(evl_timer_start(loop, &t, EVL_MSEC(10), 0));
+    CHECK_EQ(evl_run_once(loop, -1), 1);
+    CHECK_EQ(fired, 1);
+    CHECK(evl_now(loop) >= EVL_MSEC(10));
+    CHECK_OK(evl_loop_close(loop));
+}
+
 static void debug_flag_follows_config_and_environment(void) {
     evl_config cfg;
     evl_loop *loop;
@@ -354,6 +389,7 @@ static const check_case cases[] = {
     {"allocation_failure_is_reported_and_harmless", allocation_failure_is_reported_and_harmless},
     {"now_advances_and_is_monotonic", now_advances_and_is_monotonic},
     {"run_once_blocks_at_most_max_wait", run_once_blocks_at_most_max_wait},
+    {"stop_inside_run_once_ends_with_it", stop_inside_run_once_ends_with_it},
     {"debug_flag_follows_config_and_environment", debug_flag_follows_config_and_environment},
 };
 CHECK_MAIN(cases)
