@@ -1207,8 +1207,10 @@ struct evl_loop {
     pthread_t watchdog;
     pthread_mutex_t watchdog_lock;
     pthread_cond_t watchdog_cond;
-    evl_time step_started;      /* atomic: real time the current step began, 0 when none */
-    uint64_t stalls;            /* atomic: stalls the watchdog reported */
+    /* The 64-bit atomics are 8-byte aligned: i386 aligns them to 4 in a struct, where one may
+       straddle two cache lines (then not atomic) and clang calls libatomic instead. */
+    evl_time step_started __attribute__((aligned(8))); /* atomic: when the step began; 0: none */
+    uint64_t stalls __attribute__((aligned(8)));       /* atomic: stalls the watchdog reported */
     unsigned step_seq;          /* atomic: counts steps */
     const char *step_what, *step_file;  /* atomic */
     int step_line;              /* atomic */
@@ -1243,7 +1245,6 @@ struct evl_loop {
    negative errno. */
 struct evl__backend {
     const char *name;
-    evl_backend kind;
     int (*init)(evl_loop *loop);
     void (*destroy)(evl_loop *loop);
     int (*modify)(evl_loop *loop, int fd, int old_events, int new_events);
@@ -1664,7 +1665,7 @@ static int evl__epoll_poll(evl_loop *loop, evl_time timeout) {
 }
 
 static const evl__backend evl__backend_epoll = {
-    "epoll", EVL_BACKEND_EPOLL, evl__epoll_init, evl__epoll_destroy, evl__epoll_modify,
+    "epoll", evl__epoll_init, evl__epoll_destroy, evl__epoll_modify,
     evl__epoll_poll};
 #endif /* EVL__HAVE_EPOLL */
 
@@ -1748,7 +1749,7 @@ static int evl__kqueue_poll(evl_loop *loop, evl_time timeout) {
 }
 
 static const evl__backend evl__backend_kqueue = {
-    "kqueue", EVL_BACKEND_KQUEUE, evl__kqueue_init, evl__kqueue_destroy, evl__kqueue_modify,
+    "kqueue", evl__kqueue_init, evl__kqueue_destroy, evl__kqueue_modify,
     evl__kqueue_poll};
 #endif /* EVL__HAVE_KQUEUE */
 
@@ -1831,7 +1832,7 @@ static int evl__poll_poll(evl_loop *loop, evl_time timeout) {
 }
 
 static const evl__backend evl__backend_poll = {
-    "poll", EVL_BACKEND_POLL, evl__poll_init, evl__poll_destroy, evl__poll_modify,
+    "poll", evl__poll_init, evl__poll_destroy, evl__poll_modify,
     evl__poll_poll};
 
 /* ==== >>backend: select ==== */
@@ -1909,7 +1910,7 @@ static int evl__select_poll(evl_loop *loop, evl_time timeout) {
 }
 
 static const evl__backend evl__backend_select = {
-    "select", EVL_BACKEND_SELECT, evl__select_init, evl__select_destroy, evl__select_modify,
+    "select", evl__select_init, evl__select_destroy, evl__select_modify,
     evl__select_poll};
 
 /* ==== >>backend choice ==== */
@@ -2035,7 +2036,7 @@ static void evl__io_feed(evl_loop *loop, int fd, int events) {
         if (w->pending) continue;
         if (loop->pending_len == loop->pending_cap &&
             evl__grow(loop, (void **)&loop->pending, &loop->pending_cap, loop->pending_len + 1,
-                      sizeof *loop->pending) < 0)
+                      sizeof(evl_io *)) < 0)
             continue; /* level triggered: the event comes back in the next iteration */
         loop->pending[loop->pending_len++] = w;
         w->pending = loop->pending_len;
@@ -2889,7 +2890,7 @@ static void evl__task_main(void *arg) {
     t->result = t->fn(loop, t->arg);
     t->state = EVL__T_DONE;
     evl__switch_out(loop, t, 1);
-    EVL_ASSERT(!"a finished task was resumed");
+    EVL_ASSERT(0 && "a finished task was resumed");
 }
 
 static void evl__group_child_done(evl_loop *loop, evl_task *t);
@@ -4053,7 +4054,7 @@ int evl_loop_new(evl_loop **out, const evl_config *cfg) {
     loop->shutdown_grace = cfg->shutdown_grace > 0 ? cfg->shutdown_grace : EVL_SEC(25);
 #ifndef EVL_NO_TASKS
     loop->page_size = evl__page_size();
-    loop->stack_size = cfg->stack_size ? cfg->stack_size : 128 * 1024;
+    loop->stack_size = cfg->stack_size ? cfg->stack_size : (size_t)128 * 1024;
     loop->stack_size = (loop->stack_size + loop->page_size - 1) / loop->page_size * loop->page_size;
     loop->stack_guard = cfg->stack_guard >= 0;
 #endif
@@ -5019,7 +5020,7 @@ static int evl__sigtab_add(evl_loop *loop, int signo) {
     return 0;
 }
 
-static void evl__sigtab_remove(evl_loop *loop, int signo, int last_of_loop) {
+static void evl__sigtab_remove(const evl_loop *loop, int signo, int last_of_loop) {
     evl__sigslot *slot = &evl__sigtab[signo];
     int i;
     if (last_of_loop)
@@ -5214,7 +5215,10 @@ int evl_shutdown(evl_loop *loop, evl_time grace) {
 
 /* ==== >>fork ==== */
 int evl_loop_fork(evl_loop *loop) {
-    int err, i;
+    int err;
+#ifndef EVL_NO_SIGNALS
+    int i;
+#endif
     EVL_ASSERT(loop);
 #ifndef EVL_NO_SIGNALS
     /* Only this loop survives in the child: other loops of the parent must not receive the
@@ -5231,8 +5235,6 @@ int evl_loop_fork(evl_loop *loop) {
         if (evl__sigtab[i].watchers > 0 && mine == 0) sigaction(i, &evl__sigtab[i].old, NULL);
         evl__sigtab[i].watchers = mine;
     }
-#else
-    (void)i;
 #endif
 #if !defined(EVL_NO_TASKS) && !defined(EVL_NO_THREADS)
     /* The parent's workers do not exist here: forget the pools without touching their locks. */
