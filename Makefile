@@ -29,8 +29,16 @@ $(BUILD)/examples/%: examples/%.c evloop.h
 	@mkdir -p $(dir $@)
 	$(CC) $(WARN) $(CFLAGS) $(SANFLAGS) $(LDFLAGS) -I. $< -o $@ $(LDLIBS)
 
+# The clients the examples' tests drive them with: wrk (HTTP), redis-cli and redis-benchmark
+# (RESP). Installed with apt-get when missing.
+.PHONY: clients
+clients:
+	@command -v wrk >/dev/null && command -v redis-cli >/dev/null && \
+	  command -v redis-benchmark >/dev/null || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk redis-tools; }
+
 # The whole suite: every C test case on every backend, the compile checks, the examples.
-test: all
+test: all clients
 	EVL_BUILD=$(BUILD) EVL_SANFLAGS="$(SANFLAGS)" $(PYTHON) -m unittest discover -s tests \
 	  -p 'test_*.py' $(TESTFLAGS)
 
