@@ -5,9 +5,9 @@
    terminals, nc 127.0.0.1 7001 (or telnet) and type.
 
    Each client has a reader task (its lines, its commands) and a writer task that drains the
-   client's bounded queue of outgoing lines. A broadcast never waits: a client whose queue is
-   full is too slow to keep up and is disconnected, so one stalled reader cannot make the server
-   grow or hold up the room. Lines are at most 4096 bytes; a longer one gets an error and the
+   client's bounded queue of outgoing lines. A broadcast never waits for a stalled client: one
+   whose queue is full while its socket is full too is too slow to keep up and is disconnected,
+   so one stalled reader cannot make the server grow or hold up the room. Lines are at most 4096 bytes; a longer one gets an error and the
    connection is closed. Commands: /nick NAME, /who, /quit. SIGINT / SIGTERM (through evl_main)
    tell every client "server shutting down, goodbye" before closing its socket. */
 #define EVLOOP_IMPLEMENTATION
@@ -45,6 +45,7 @@ typedef struct message {
 typedef struct client {
     int fd;
     int dropped; /* disconnected by a broadcast that found its queue full */
+    int stalled; /* its writer waits for room in the socket, or has ended: it takes no lines */
     char name[NAME_MAX_BYTES + 1];
     evl_queue *outbox;
     evl_task *reader, *writer;
@@ -89,18 +90,27 @@ static void deliver(evl_loop *loop, client *c, message *m) {
     }
 }
 
-/* Sends m to everyone in the room but `except`, then drops the creator's reference. Returns
-   the longest queue it left, so a sender can let the writers catch up. */
-static size_t broadcast(evl_loop *loop, client *except, message *m) {
-    size_t longest = 0;
+/* Sends m to everyone in the room but `except`, then drops the creator's reference. */
+static void broadcast(evl_loop *loop, client *except, message *m) {
     client *c;
     for (c = room; c; c = c->next)
-        if (c != except) {
-            deliver(loop, c, m);
-            if (evl_queue_len(c->outbox) > longest) longest = evl_queue_len(c->outbox);
-        }
+        if (c != except) deliver(loop, c, m);
     message_unref(m);
-    return longest;
+}
+
+/* Waits until every client whose writer can write has room in its queue: a burst (hundreds of
+   readers ready at once, each announcing a join or a leave, or one read holding hundreds of
+   lines) would otherwise fill the queues of clients that keep up but whose writers have not
+   run yet, and drop them. A stalled client is not waited for: its queue fills and it is
+   dropped. Called before a line is handled, so no broadcast is more than one line ahead. */
+static int wait_for_room(evl_loop *loop) {
+    for (;;) {
+        client *c = room;
+        int err;
+        while (c && (c->stalled || evl_queue_len(c->outbox) < QUEUE_LINES / 2)) c = c->next;
+        if (!c || shutting_down) return 0;
+        if ((err = evl_yield(loop)) < 0) return err;
+    }
 }
 
 static void tell(evl_loop *loop, client *c, message *m) {
@@ -116,14 +126,19 @@ static void send_now(int fd, const char *text, size_t len) {
 /* Writes m, waiting for room. It writes before it checks for cancellation (unlike
    evl_write_all), so a line taken from the queue just before the client was closed still goes
    out when the socket has room. */
-static int send_line(evl_loop *loop, int fd, const message *m) {
+static int send_line(evl_loop *loop, client *c, const message *m) {
     size_t done = 0;
     while (done < m->len) {
-        ssize_t n = write(fd, m->text + done, m->len - done);
+        ssize_t n = write(c->fd, m->text + done, m->len - done);
         int err;
         if (n >= 0) done += (size_t)n;
         else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) return -errno;
-        else if (errno != EINTR && (err = evl_wait_io(loop, fd, EVL_WRITE)) < 0) return err;
+        else if (errno != EINTR) {
+            c->stalled = 1;
+            err = evl_wait_io(loop, c->fd, EVL_WRITE);
+            c->stalled = 0;
+            if (err < 0) return err;
+        }
     }
     return 0;
 }
@@ -135,10 +150,11 @@ static int writer_main(evl_loop *loop, void *arg) {
     static const char goodbye[] = "server shutting down, goodbye\n";
     while (evl_queue_get(loop, c->outbox, &item) == 0) {
         message *m = (message *)item;
-        int err = send_line(loop, c->fd, m);
+        int err = send_line(loop, c, m);
         message_unref(m);
         if (err < 0) break;
     }
+    c->stalled = 1; /* from here on, nobody waits for this writer */
     while (evl_queue_try_get(loop, c->outbox, &item) == 0) {
         message *m = (message *)item;
         send_now(c->fd, m->text, m->len);
@@ -196,16 +212,14 @@ static void cmd_who(evl_loop *loop, client *c) {
 static int handle_line(evl_loop *loop, client *c, char *line, size_t n) {
     if (n > 0 && line[n - 1] == '\r') n--;
     if (n == 0) return 0;
+    if (wait_for_room(loop) < 0) return 1;
     if (n > 6 && memcmp(line, "/nick ", 6) == 0) cmd_nick(loop, c, line + 6, n - 6);
     else if (n == 4 && memcmp(line, "/who", 4) == 0) cmd_who(loop, c);
     else if (n == 5 && memcmp(line, "/quit", 5) == 0) {
         tell(loop, c, message_new("* bye\n"));
         return 1;
     } else if (line[0] == '/') tell(loop, c, message_new("* commands: /nick NAME, /who, /quit\n"));
-    else if (broadcast(loop, c, message_new("<%s> %.*s\n", c->name, (int)n, line)) >= QUEUE_LINES / 2)
-        /* One read can hold hundreds of lines: before a queue fills, let its writer run, so
-           that only a client whose socket is full (one that does not read) is dropped. */
-        return evl_yield(loop) < 0;
+    else broadcast(loop, c, message_new("<%s> %.*s\n", c->name, (int)n, line));
     return 0;
 }
 
@@ -274,9 +288,14 @@ static int client_main(evl_loop *loop, void *arg) {
     if (evl_task_spawn(loop, &c->writer, writer_main, c, &opts) == 0) {
         list_add(&room, c);
         tell(loop, c, message_new("* welcome, %s! commands: /nick NAME, /who, /quit\n", c->name));
-        broadcast(loop, c, message_new("* %s joined\n", c->name));
-        read_lines(loop, c);
+        if (wait_for_room(loop) == 0) {
+            broadcast(loop, c, message_new("* %s joined\n", c->name));
+            read_lines(loop, c);
+        }
         list_remove(&room, c);
+        evl_shield_begin(loop); /* a dropped client's reader is cancelled, and still announces it */
+        wait_for_room(loop);
+        evl_shield_end(loop);
         if (c->dropped) broadcast(loop, NULL, message_new("* %s was too slow and has been disconnected\n", c->name));
         else if (!shutting_down) broadcast(loop, NULL, message_new("* %s left\n", c->name));
         evl_task_cancel(loop, c->writer);

@@ -1,10 +1,17 @@
 """examples/chat.c driven by Python socket clients on every backend: joins, nicknames, broadcast
-order, /who, /quit, a slow client dropped while the others carry on, an overlong line, and
-SIGTERM telling every client goodbye before the exit (status 0, final line)."""
+order, /who, /quit, a slow client dropped while the others carry on, an overlong line, bad input
+from the network (thousands of idle connections, binary garbage, a disconnect mid-line, a reset
+with unread data), and SIGTERM telling every client goodbye before the exit (status 0, final
+line)."""
 import os
+import re
+import resource
 import signal
 import socket
+import struct
 import subprocess
+import sys
+import time
 import unittest
 
 import harness
@@ -18,6 +25,7 @@ class Server:
 
     def __init__(self, backend):
         harness.build()
+        self.backend = backend
         cmd = harness.EMULATOR + harness.WRAPPER + [os.path.join(harness.BUILD, "examples", "chat"), "0"]
         self.proc = subprocess.Popen(cmd, env=dict(os.environ, EVLOOP_BACKEND=backend),
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -43,6 +51,11 @@ class Server:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.communicate()
+
+    def memory_kib(self, field):
+        """VmRSS (now) or VmHWM (the peak) of /proc/PID/status."""
+        with open("/proc/%d/status" % self.proc.pid) as f:
+            return int(re.search(field + r":\s*(\d+) kB", f.read()).group(1))
 
 
 class Client:
@@ -87,6 +100,22 @@ class Client:
             if line == b"" and not self.buf:
                 raise AssertionError("stream ended before %r; saw %r" % (want, seen[-5:]))
             seen.append(line)
+
+    def pending(self):
+        """The whole lines that have arrived, without waiting for more."""
+        self.sock.setblocking(False)
+        try:
+            while True:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    break
+                self.buf += chunk
+        except BlockingIOError:
+            pass
+        finally:
+            self.sock.settimeout(20 * harness.SCALE)
+        *lines, self.buf = self.buf.split(b"\n")
+        return lines
 
     def close(self):
         self.sock.close()
@@ -206,10 +235,118 @@ class ChatCase(unittest.TestCase):
             self.assertEqual(client.line(), b"")
             client.close()
 
+    def check_idle_connections(self, server):
+        """Thousands of connections that never send and never read while two clients chat.
+        Every join is told to everyone, so the joins alone cost one write per pair of clients:
+        10 000 clients make 5e7 writes, about 60 s here (measured on epoll), so this uses 2000
+        (select: 900, below FD_SETSIZE = 1024, the most fds it can watch). A client that keeps
+        up (a) is in the room during the burst of joins: it must not be dropped (it was: every
+        burst of joins overflowed the queues of everyone). Then a sends more than an idle
+        client's socket buffers and queue can hold: every idle client is dropped, as the design
+        promises, b (which reads) gets every line, and the server's memory stays bounded."""
+        idle_count = 900 if server.backend == "select" else 2000
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        self.addCleanup(resource.setrlimit, resource.RLIMIT_NOFILE, (soft, hard))
+        a = Client(server.port)
+        idle = []
+        for _ in range(idle_count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a little kernel memory
+            sock.settimeout(20 * harness.SCALE)
+            sock.connect(("127.0.0.1", server.port))
+            idle.append(sock)
+        self.addCleanup(lambda: [sock.close() for sock in idle])
+        b = Client(server.port)
+        joined = set()  # in any order: a reader waits its turn before it announces its join
+        while len(joined) < idle_count + 1:
+            line = a.line()
+            self.assertRegex(line, rb"^\* \S+ joined$")
+            joined.add(line.split()[1])
+        idle_names = joined - {b.name}
+        payload = "x" * 1000
+        notices = []
+        for batch in range(8):
+            a.send("".join("%d %s\n" % (batch * 100 + i, payload) for i in range(100)))
+            lines = []
+            while len(lines) < 100:
+                line = b.line()
+                (notices if line.startswith(b"* ") else lines).append(line)
+            self.assertEqual([int(l.split()[1]) for l in lines], list(range(batch * 100, batch * 100 + 100)))
+            notices += a.pending()  # a reads too, or it would fall behind on the notices
+        b.send("the end\n")
+        notices += a.until(b"<%s> the end" % b.name)
+        dropped = set()
+        for line in notices:  # b may see some joins that waited their turn
+            found = re.fullmatch(rb"\* (\S+) (was too slow and has been disconnected|joined)", line)
+            self.assertIsNotNone(found, line)
+            if found.group(2) != b"joined":
+                dropped.add(found.group(1))
+        self.assertEqual(dropped, idle_names, "every idle client is dropped, and only they are")
+        # A dropped client gets what its buffers held, then the end of its stream.
+        for sock in idle[:20]:
+            received = 0
+            while True:
+                try:
+                    chunk = sock.recv(1 << 20)
+                except ConnectionResetError:
+                    break
+                if not chunk:
+                    break
+                received += len(chunk)
+            self.assertLess(received, 800 * 1000, "a client that never reads got every line")
+        peak = server.memory_kib("VmHWM")
+        sys.stderr.write("[chat, %d idle on %s: peak RSS %d KiB, now %d KiB] " % (
+            idle_count, server.backend, peak, server.memory_kib("VmRSS")))
+        self.assertLess(peak, 256 * 1024, "peak RSS with %d idle connections" % idle_count)
+        server.stop(self)
+        for client in (a, b):
+            self.assertEqual(client.until(GOODBYE), [])
+            client.close()
+
+    def check_bad_input(self, server):
+        """Binary garbage, NUL bytes, a line cut by a disconnect and a reset with unread data
+        pending: each is a line, an ignored fragment or a departure, never a crash."""
+        a = Client(server.port)
+        b = Client(server.port)
+        self.assertEqual(a.line(), b"* %s joined" % b.name)
+        garbage = bytes(i for i in range(256) if i not in (0, 10, 13))
+        b.send(garbage + b"\n" + b"before\x00after\n" + b"/nick \x00\xff\n" + b"\x00\n")
+        self.assertEqual(a.line(), b"<%s> %s" % (b.name, garbage))
+        # The text of a line is formatted with %.*s, which ends at a NUL byte.
+        self.assertEqual(a.line(), b"<%s> before" % b.name)
+        self.assertTrue(b.line().startswith(b"* a name is 1 to 32"))
+        self.assertEqual(a.line(), b"<%s> " % b.name)
+        # A line without its newline, then the connection closes: the fragment is dropped.
+        b.send(b"half a li")
+        b.close()
+        self.assertEqual(a.line(), b"* %s left" % b.name)
+        # A reset with lines unread: the notices of the others' joins and lines are pending.
+        c = Client(server.port)
+        self.assertEqual(a.line(), b"* %s joined" % c.name)
+        d = Client(server.port)
+        self.assertEqual(a.line(), b"* %s joined" % d.name)
+        a.send("".join("line %d for nobody\n" % i for i in range(100)))
+        c.send("c was here\n")
+        self.assertEqual(a.line(), b"<%s> c was here" % c.name)
+        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        c.send(b"cut short " + b"z" * 3000)  # no newline: whatever arrived is a fragment
+        c.close()
+        self.assertEqual(a.until(b"* %s left" % c.name), [])
+        a.send("still here\n")
+        self.assertEqual(d.until(b"<%s> still here" % a.name)[-1], b"* %s left" % c.name)
+        self.assertIsNone(server.proc.poll(), "the server died")
+        server.stop(self)
+        for client in (a, d):
+            self.assertEqual(client.until(GOODBYE), [])
+            client.close()
+
 
 def _add_backend_tests():
     checks = {"room": ChatCase.check_room, "slow_client": ChatCase.check_slow_client,
-              "overlong_line": ChatCase.check_overlong_line, "goodbye": ChatCase.check_goodbye}
+              "overlong_line": ChatCase.check_overlong_line, "goodbye": ChatCase.check_goodbye,
+              "idle_connections": ChatCase.check_idle_connections,
+              "bad_input": ChatCase.check_bad_input}
     for backend in harness.backends():
         for name, check in checks.items():
             def method(self, check=check, backend=backend):
