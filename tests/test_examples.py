@@ -1,9 +1,14 @@
 """The examples, driven by clients nobody inside the library wrote: Python sockets for echo."""
 import concurrent.futures
 import os
+import re
+import resource
 import signal
 import socket
+import struct
 import subprocess
+import sys
+import time
 import unittest
 
 import harness
@@ -39,25 +44,122 @@ def echo_client(port, seed, rounds=20):
     return True
 
 
+def memory_kib(pid, field):
+    """A memory figure of /proc/PID/status: VmRSS (now) or VmHWM (the peak)."""
+    with open("/proc/%d/status" % pid) as f:
+        return int(re.search(field + r":\s*(\d+) kB", f.read()).group(1))
+
+
+def open_sockets(pid):
+    fd_dir = "/proc/%d/fd" % pid
+    return sum(os.readlink(os.path.join(fd_dir, fd)).startswith("socket:") for fd in os.listdir(fd_dir))
+
+
 class EchoTasks(unittest.TestCase):
-    def run_clients(self, backend, clients):
+    """echo_tasks on every backend: many clients at once, and bad input from the network. It
+    has no shutdown of its own (it runs until killed), so each case ends by checking that the
+    server is alive and still echoes, then kills it."""
+
+    def start(self, backend):
         proc, port = start_server("echo_tasks", backend)
-        try:
-            with concurrent.futures.ThreadPoolExecutor(64) as pool:
-                results = list(pool.map(lambda i: echo_client(port, i), range(clients)))
-            self.assertEqual(results.count(True), clients)
-        finally:
+
+        def stop():
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=10)
             proc.stdout.close()
             proc.stderr.close()
+        self.addCleanup(stop)
+        return proc, port
+
+    def check_still_serving(self, proc, port):
+        self.assertIsNone(proc.poll(), "the server died")
+        self.assertTrue(echo_client(port, 1, rounds=3))
+
+    def run_clients(self, backend, clients):
+        proc, port = self.start(backend)
+        with concurrent.futures.ThreadPoolExecutor(64) as pool:
+            results = list(pool.map(lambda i: echo_client(port, i), range(clients)))
+        self.assertEqual(results.count(True), clients)
+        self.check_still_serving(proc, port)
+
+    def check_vanishing_clients(self, backend):
+        """Clients that close mid-message with echoes unread, half of them with a reset
+        (SO_LINGER 0) while data is in flight both ways."""
+        proc, port = self.start(backend)
+        for i in range(30):
+            with socket.create_connection(("127.0.0.1", port), timeout=30 * harness.SCALE) as s:
+                if i % 2:
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                s.sendall(os.urandom(200000 + i))
+        self.check_still_serving(proc, port)
+        deadline = time.monotonic() + 10 * harness.SCALE
+        while open_sockets(proc.pid) > 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertEqual(open_sockets(proc.pid), 1, "every connection is closed, the listener stays")
+
+    def check_client_that_never_reads(self, backend):
+        """The task of a client that sends and never reads blocks on its write: the client can
+        push only what the socket buffers hold, the server's memory stays put, and the other
+        clients still get their echoes meanwhile."""
+        proc, port = self.start(backend)
+        before = memory_kib(proc.pid, "VmRSS")
+        hog = socket.create_connection(("127.0.0.1", port), timeout=30 * harness.SCALE)
+        self.addCleanup(hog.close)
+        hog.setblocking(False)
+        pushed, chunk, stalled_since = 0, b"x" * 65536, None
+        deadline = time.monotonic() + 20 * harness.SCALE
+        while time.monotonic() < deadline:
+            try:
+                pushed += hog.send(chunk)
+                stalled_since = None
+            except BlockingIOError:
+                stalled_since = stalled_since or time.monotonic()
+                if time.monotonic() - stalled_since > 0.5:
+                    break
+                time.sleep(0.01)
+        self.assertIsNotNone(stalled_since, "the server kept reading a client that never reads")
+        self.assertLess(pushed, 64 * 1024 * 1024)
+        grown = memory_kib(proc.pid, "VmRSS") - before
+        sys.stderr.write("[echo_tasks, a client that never reads on %s: %d KiB pushed, RSS +%d KiB] "
+                         % (backend, pushed // 1024, grown))
+        self.assertLess(grown, 16 * 1024)
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            self.assertEqual(list(pool.map(lambda i: echo_client(port, i, rounds=5), range(8))), [True] * 8)
+        self.check_still_serving(proc, port)
+
+    def check_idle_connections(self, backend):
+        """10 000 connections that never send (select: 900, as it cannot watch an fd at or
+        above FD_SETSIZE = 1024): each holds a task and its stack, the memory stays bounded,
+        and the first and the last still echo."""
+        idle_count = 900 if backend == "select" else 10000
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # inherited by the server
+        self.addCleanup(resource.setrlimit, resource.RLIMIT_NOFILE, (soft, hard))
+        proc, port = self.start(backend)
+        idle = []
+        self.addCleanup(lambda: [s.close() for s in idle])
+        for _ in range(idle_count):
+            idle.append(socket.create_connection(("127.0.0.1", port), timeout=30 * harness.SCALE))
+        for s in (idle[0], idle[-1]):
+            s.sendall(b"ping")
+            self.assertEqual(s.recv(16), b"ping")
+        self.check_still_serving(proc, port)
+        peak = memory_kib(proc.pid, "VmHWM")
+        sys.stderr.write("[echo_tasks, %d idle on %s: peak RSS %d KiB] " % (idle_count, backend, peak))
+        self.assertLess(peak, 256 * 1024, "peak RSS with %d idle connections" % idle_count)
 
 
 def _add_backend_tests():
+    checks = {"vanishing_clients": EchoTasks.check_vanishing_clients,
+              "client_that_never_reads": EchoTasks.check_client_that_never_reads,
+              "idle_connections": EchoTasks.check_idle_connections}
     for backend in harness.backends():
         def method(self, backend=backend):
             self.run_clients(backend, 200)
         setattr(EchoTasks, "test_200_concurrent_clients__" + backend, method)
+        for name, check in checks.items():
+            setattr(EchoTasks, "test_%s__%s" % (name, backend),
+                    lambda self, check=check, backend=backend: check(self, backend))
 
 
 _add_backend_tests()
