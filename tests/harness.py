@@ -6,7 +6,9 @@ EVL_TEST_WRAPPER to run every case under a tool (valgrind), EVL_TEST_EMULATOR to
 program under an emulator (qemu-user, for other architectures), EVL_TEST_BACKENDS to restrict
 the backends (comma-separated), and EVL_TEST_TIMEOUT_SCALE to give slow tools more time."""
 import os
+import re
 import shlex
+import signal
 import subprocess
 import unittest
 
@@ -18,6 +20,46 @@ ONLY_BACKENDS = [b for b in os.environ.get("EVL_TEST_BACKENDS", "").split(",") i
 SCALE = float(os.environ.get("EVL_TEST_TIMEOUT_SCALE", "1"))
 # The sanitizer flags the programs were built with (the Makefile's test target passes them).
 SANFLAGS = os.environ.get("EVL_SANFLAGS", "")
+
+
+def start_example(name, backend, *args):
+    """Starts examples/<name> on a free port (PORT 0, then args) on one backend, under the
+    emulator and wrapper; returns (process, port) once it has printed "listening on PORT"."""
+    build()
+    cmd = EMULATOR + WRAPPER + [os.path.join(BUILD, "examples", name), "0"] + list(args)
+    proc = subprocess.Popen(cmd, env=dict(os.environ, EVLOOP_BACKEND=backend),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    if not line.startswith("listening on "):
+        proc.kill()
+        raise AssertionError("%s did not start: %r %s" % (name, line, proc.stderr.read()))
+    return proc, int(line.split()[2])
+
+
+def stop_example(test, proc, name, final_line):
+    """SIGTERM: the example must exit 0 within 15 s (scaled) after printing final_line."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        out, err = proc.communicate(timeout=15 * SCALE)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        test.fail("%s did not exit within 15 s of SIGTERM" % name)
+    test.assertEqual(proc.returncode, 0, "exit status after SIGTERM; stderr:\n" + err)
+    test.assertIn(final_line, out)
+
+
+def kill_example(proc):
+    """Kills an example that is still running and collects it."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.communicate()
+
+
+def memory_kib(pid, field):
+    """A memory figure of /proc/PID/status: VmRSS (now) or VmHWM (the peak), in KiB."""
+    with open("/proc/%d/status" % pid) as f:
+        return int(re.search(field + r":\s*(\d+) kB", f.read()).group(1))
 
 
 def task_count(n):

@@ -3,15 +3,11 @@ order, /who, /quit, a slow client dropped while the others carry on, an overlong
 from the network (thousands of idle connections, binary garbage, a disconnect mid-line, a reset
 with unread data), and SIGTERM telling every client goodbye before the exit (status 0, final
 line)."""
-import os
 import re
 import resource
-import signal
 import socket
 import struct
-import subprocess
 import sys
-import time
 import unittest
 
 import harness
@@ -24,38 +20,19 @@ class Server:
     """examples/chat on a free port, on one backend."""
 
     def __init__(self, backend):
-        harness.build()
         self.backend = backend
-        cmd = harness.EMULATOR + harness.WRAPPER + [os.path.join(harness.BUILD, "examples", "chat"), "0"]
-        self.proc = subprocess.Popen(cmd, env=dict(os.environ, EVLOOP_BACKEND=backend),
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        line = self.proc.stdout.readline()
-        if not line.startswith("listening on "):
-            self.proc.kill()
-            raise AssertionError("chat did not start: %r %s" % (line, self.proc.stderr.read()))
-        self.port = int(line.split()[2])
+        self.proc, self.port = harness.start_example("chat", backend)
 
     def stop(self, test):
         """SIGTERM: the server must exit 0 after printing its final line."""
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            out, err = self.proc.communicate(timeout=15 * harness.SCALE)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.communicate()
-            test.fail("chat did not exit within 15 s of SIGTERM")
-        test.assertEqual(self.proc.returncode, 0, "exit status after SIGTERM; stderr:\n" + err)
-        test.assertIn(FINAL_LINE, out)
+        harness.stop_example(test, self.proc, "chat", FINAL_LINE)
 
     def kill(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.communicate()
+        harness.kill_example(self.proc)
 
     def memory_kib(self, field):
         """VmRSS (now) or VmHWM (the peak) of /proc/PID/status."""
-        with open("/proc/%d/status" % self.proc.pid) as f:
-            return int(re.search(field + r":\s*(\d+) kB", f.read()).group(1))
+        return harness.memory_kib(self.proc.pid, field)
 
 
 class Client:

@@ -3,12 +3,10 @@ back intact, a client that never reads is held back (bounded memory), clients th
 mid-message do no harm, 10 000 idle connections are held, SIGTERM exits cleanly. Every case
 runs on every backend."""
 import os
-import re
 import resource
 import signal
 import socket
 import struct
-import subprocess
 import sys
 import threading
 import time
@@ -17,11 +15,6 @@ import unittest
 import harness
 
 TIMEOUT = 20 * harness.SCALE
-
-
-def rss_kib(pid):
-    with open("/proc/%d/status" % pid) as f:
-        return int(re.search(r"VmRSS:\s*(\d+) kB", f.read()).group(1))
 
 
 def echo_round(sock, size):
@@ -40,16 +33,7 @@ class EchoCase(unittest.TestCase):
     backend = None
 
     def setUp(self):
-        harness.build()
-        cmd = harness.EMULATOR + harness.WRAPPER + [
-            os.path.join(harness.BUILD, "examples", "echo"), "0"]
-        self.proc = subprocess.Popen(cmd, env=dict(os.environ, EVLOOP_BACKEND=self.backend),
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        line = self.proc.stdout.readline()
-        if not line.startswith("listening on "):
-            self.proc.kill()
-            raise AssertionError("echo did not start: %r %s" % (line, self.proc.stderr.read()))
-        self.port = int(line.split()[2])
+        self.proc, self.port = harness.start_example("echo", self.backend)
 
     def tearDown(self):
         if self.proc.poll() is None:
@@ -105,7 +89,7 @@ class EchoCase(unittest.TestCase):
     def test_client_that_never_reads_is_held_back(self):
         """The server stops reading once its buffer is full: what the client can push is
         bounded by the socket buffers, and the server's memory does not grow."""
-        before = rss_kib(self.proc.pid)
+        before = harness.memory_kib(self.proc.pid, "VmRSS")
         hog = self.connect()
         hog.setblocking(False)
         pushed, chunk, deadline = 0, b"x" * 65536, time.monotonic() + TIMEOUT
@@ -121,7 +105,7 @@ class EchoCase(unittest.TestCase):
                 time.sleep(0.01)
         self.assertIsNotNone(stalled_since, "the server kept reading a client that never reads")
         self.assertLess(pushed, 64 * 1024 * 1024)
-        self.assertLess(rss_kib(self.proc.pid) - before, 16 * 1024)
+        self.assertLess(harness.memory_kib(self.proc.pid, "VmRSS") - before, 16 * 1024)
         # Others are still served meanwhile.
         self.assertTrue(echo_round(self.connect(), 100000))
         self.finish(2)
@@ -144,7 +128,7 @@ class EchoCase(unittest.TestCase):
         socks = [self.connect() for _ in range(10000)]
         self.assertTrue(echo_round(socks[-1], 1000))
         self.assertTrue(echo_round(socks[0], 1000))
-        rss = rss_kib(self.proc.pid)
+        rss = harness.memory_kib(self.proc.pid, "VmRSS")
         sys.stderr.write("[10000 idle on %s: VmRSS %d KiB] " % (self.backend, rss))
         self.assertLess(rss, 200 * 1024)
         self.finish(10000)

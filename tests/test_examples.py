@@ -1,30 +1,15 @@
 """The examples, driven by clients nobody inside the library wrote: Python sockets for echo."""
 import concurrent.futures
 import os
-import re
 import resource
 import signal
 import socket
 import struct
-import subprocess
 import sys
 import time
 import unittest
 
 import harness
-
-
-def start_server(name, backend):
-    """Starts examples/<name> on a free port; returns (process, port)."""
-    harness.build()
-    cmd = harness.EMULATOR + harness.WRAPPER + [os.path.join(harness.BUILD, "examples", name), "0"]
-    env = dict(os.environ, EVLOOP_BACKEND=backend)
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    line = proc.stdout.readline()
-    if not line.startswith("listening on "):
-        proc.kill()
-        raise AssertionError("%s did not start: %r %s" % (name, line, proc.stderr.read()))
-    return proc, int(line.split()[2])
 
 
 def echo_client(port, seed, rounds=20):
@@ -44,12 +29,6 @@ def echo_client(port, seed, rounds=20):
     return True
 
 
-def memory_kib(pid, field):
-    """A memory figure of /proc/PID/status: VmRSS (now) or VmHWM (the peak)."""
-    with open("/proc/%d/status" % pid) as f:
-        return int(re.search(field + r":\s*(\d+) kB", f.read()).group(1))
-
-
 def open_sockets(pid):
     fd_dir = "/proc/%d/fd" % pid
     return sum(os.readlink(os.path.join(fd_dir, fd)).startswith("socket:") for fd in os.listdir(fd_dir))
@@ -61,7 +40,7 @@ class EchoTasks(unittest.TestCase):
     server is alive and still echoes, then kills it."""
 
     def start(self, backend):
-        proc, port = start_server("echo_tasks", backend)
+        proc, port = harness.start_example("echo_tasks", backend)
 
         def stop():
             proc.send_signal(signal.SIGKILL)
@@ -102,7 +81,7 @@ class EchoTasks(unittest.TestCase):
         push only what the socket buffers hold, the server's memory stays put, and the other
         clients still get their echoes meanwhile."""
         proc, port = self.start(backend)
-        before = memory_kib(proc.pid, "VmRSS")
+        before = harness.memory_kib(proc.pid, "VmRSS")
         hog = socket.create_connection(("127.0.0.1", port), timeout=30 * harness.SCALE)
         self.addCleanup(hog.close)
         hog.setblocking(False)
@@ -119,7 +98,7 @@ class EchoTasks(unittest.TestCase):
                 time.sleep(0.01)
         self.assertIsNotNone(stalled_since, "the server kept reading a client that never reads")
         self.assertLess(pushed, 64 * 1024 * 1024)
-        grown = memory_kib(proc.pid, "VmRSS") - before
+        grown = harness.memory_kib(proc.pid, "VmRSS") - before
         sys.stderr.write("[echo_tasks, a client that never reads on %s: %d KiB pushed, RSS +%d KiB] "
                          % (backend, pushed // 1024, grown))
         self.assertLess(grown, 16 * 1024)
@@ -144,7 +123,7 @@ class EchoTasks(unittest.TestCase):
             s.sendall(b"ping")
             self.assertEqual(s.recv(16), b"ping")
         self.check_still_serving(proc, port)
-        peak = memory_kib(proc.pid, "VmHWM")
+        peak = harness.memory_kib(proc.pid, "VmHWM")
         sys.stderr.write("[echo_tasks, %d idle on %s: peak RSS %d KiB] " % (idle_count, backend, peak))
         harness.check_peak_rss(self, peak, 256 * 1024, "peak RSS with %d idle connections" % idle_count)
 

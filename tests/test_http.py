@@ -25,17 +25,7 @@ class Server:
     """examples/http on a free port, with a Python client for it."""
 
     def __init__(self, backend, idle_ms=30000):
-        harness.build()
-        cmd = harness.EMULATOR + harness.WRAPPER + [
-            os.path.join(harness.BUILD, "examples", "http"), "0", str(idle_ms)]
-        env = dict(os.environ, EVLOOP_BACKEND=backend)
-        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True)
-        line = self.proc.stdout.readline()
-        if not line.startswith("listening on "):
-            self.proc.kill()
-            raise AssertionError("http did not start: %r %s" % (line, self.proc.stderr.read()))
-        self.port = int(line.split()[2])
+        self.proc, self.port = harness.start_example("http", backend, str(idle_ms))
 
     def connect(self):
         return socket.create_connection(("127.0.0.1", self.port), timeout=TIMEOUT)
@@ -317,7 +307,7 @@ class HttpCase(unittest.TestCase):
         # The peak, read once the server has surely accepted (and closed) every connection:
         # about 90 MiB here, 210 MiB under ASan (shadow memory, stack redzones); buffers
         # touched in full would add 240 MiB.
-        peak = memory_kib(self.server.proc.pid, "VmHWM")
+        peak = harness.memory_kib(self.server.proc.pid, "VmHWM")
         sys.stderr.write("[%d idle on %s: peak RSS %d KiB] " % (len(socks), self.backend, peak))
         harness.check_peak_rss(self, peak, 256 * 1024, "peak RSS with %d idle connections" % len(socks))
         self.finish(connections_closed=0)
@@ -341,12 +331,6 @@ class HttpCase(unittest.TestCase):
         self.assertEqual(code, 0, out + err)
         self.assertIn("shutdown: 2 connections closed, 2 requests served", out)
         self.assertEqual(err, "")
-
-
-def memory_kib(pid, field):
-    """A memory figure of /proc/PID/status: VmRSS (now) or VmHWM (the peak)."""
-    with open("/proc/%d/status" % pid) as f:
-        return int(re.search(field + r":\s*(\d+) kB", f.read()).group(1))
 
 
 def _add_backend_classes():

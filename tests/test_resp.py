@@ -6,7 +6,6 @@ import os
 import random
 import re
 import resource
-import signal
 import socket
 import subprocess
 import sys
@@ -25,36 +24,17 @@ class Server:
     """examples/resp on a free port, on one backend."""
 
     def __init__(self, backend):
-        harness.build()
-        cmd = harness.EMULATOR + harness.WRAPPER + [os.path.join(harness.BUILD, "examples", "resp"), "0"]
-        self.proc = subprocess.Popen(cmd, env=dict(os.environ, EVLOOP_BACKEND=backend),
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        line = self.proc.stdout.readline()
-        if not line.startswith("listening on "):
-            self.proc.kill()
-            raise AssertionError("resp did not start: %r %s" % (line, self.proc.stderr.read()))
-        self.port = int(line.split()[2])
+        self.proc, self.port = harness.start_example("resp", backend)
 
     def stop(self, test):
         """SIGTERM: the server must exit 0 after printing its final line."""
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            out, err = self.proc.communicate(timeout=15 * harness.SCALE)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.communicate()
-            test.fail("resp did not exit within 15 s of SIGTERM")
-        test.assertEqual(self.proc.returncode, 0, "exit status after SIGTERM; stderr:\n" + err)
-        test.assertIn(FINAL_LINE, out)
+        harness.stop_example(test, self.proc, "resp", FINAL_LINE)
 
     def kill(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.communicate()
+        harness.kill_example(self.proc)
 
     def rss_kib(self):
-        with open("/proc/%d/status" % self.proc.pid) as f:
-            return int(re.search(r"VmRSS:\s+(\d+) kB", f.read()).group(1))
+        return harness.memory_kib(self.proc.pid, "VmRSS")
 
 
 def connect(port):
