@@ -9,6 +9,7 @@
 
 #include "evloop.h"
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,6 +59,13 @@ static inline void check_on_alarm(int sig) {
     r = write(2, msg, sizeof msg - 1);
     (void)r;
     _exit(3);
+}
+
+/* Arms the case's hang watchdog: `seconds` (scaled) from now the case fails with a message,
+   fast, instead of the harness timing it out. */
+static inline void check_watchdog(unsigned seconds) {
+    signal(SIGALRM, check_on_alarm);
+    alarm((unsigned)(seconds * check_time_scale()));
 }
 
 /* A loop on the backend the harness chose through EVLOOP_BACKEND. */

@@ -22,22 +22,6 @@
 
 /* ---- helpers ---- */
 
-static void on_alarm(int sig) {
-    static const char msg[] = "test_debug: watchdog: the case hung\n";
-    ssize_t r;
-    (void)sig;
-    r = write(2, msg, sizeof msg - 1);
-    (void)r;
-    _exit(3);
-}
-
-/* EVL_TEST_TIMEOUT_SCALE gives slow tools (valgrind) more time. */
-static double time_scale(void) {
-    const char *s = getenv("EVL_TEST_TIMEOUT_SCALE");
-    double v = s ? atof(s) : 1.0;
-    return v >= 1.0 ? v : 1.0;
-}
-
 static evl_time clock_ns(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -124,8 +108,7 @@ static void log_dump(void) {
 static evl_loop *dloop_new_full(int debug, evl_time stall, int clock) {
     evl_config cfg;
     evl_loop *loop = NULL;
-    signal(SIGALRM, on_alarm);
-    alarm((unsigned)(20 * time_scale()));
+    check_watchdog(20);
     pthread_mutex_lock(&logs.lock);
     logs.n = 0;
     pthread_mutex_unlock(&logs.lock);
@@ -253,7 +236,7 @@ static int return_arg_task(evl_loop *loop, void *arg) {
 
 /* Runs the loop until *flag reaches want (or 5 s pass). */
 static void run_until(evl_loop *loop, const int *flag, int want) {
-    evl_time end = clock_ns() + EVL_SEC(5) * (evl_time)time_scale();
+    evl_time end = clock_ns() + EVL_SEC(5) * (evl_time)check_time_scale();
     while (*flag < want && clock_ns() < end) CHECK(evl_run_once(loop, EVL_MSEC(20)) >= 0);
     CHECK_EQ(*flag, want);
 }

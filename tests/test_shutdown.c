@@ -33,8 +33,7 @@ static void *noop_thread(void *arg) {
    counted. */
 static void watchdog(void) {
     pthread_t th;
-    signal(SIGALRM, check_on_alarm);
-    alarm((unsigned)(20 * check_time_scale()));
+    check_watchdog(20);
     CHECK_OK(pthread_create(&th, NULL, noop_thread, NULL));
     CHECK_OK(pthread_join(th, NULL));
 }

@@ -28,8 +28,7 @@
 /* ---- helpers ---- */
 
 static void watchdog(void) {
-    signal(SIGALRM, check_on_alarm);
-    alarm((unsigned)(20 * check_time_scale()));
+    check_watchdog(20);
 }
 
 static evl_loop *sloop_new(void) {

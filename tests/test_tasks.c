@@ -15,27 +15,10 @@
 
 /* ---- helpers ---- */
 
-static void on_alarm(int sig) {
-    static const char msg[] = "test_tasks: watchdog: the case hung\n";
-    ssize_t r;
-    (void)sig;
-    r = write(2, msg, sizeof msg - 1);
-    (void)r;
-    _exit(3);
-}
-
-/* EVL_TEST_TIMEOUT_SCALE gives slow tools (valgrind) more time. */
-static double time_scale(void) {
-    const char *s = getenv("EVL_TEST_TIMEOUT_SCALE");
-    double v = s ? atof(s) : 1.0;
-    return v >= 1.0 ? v : 1.0;
-}
-
 /* A loop on the harness's backend; a hang fails the case fast instead of the harness timing
    it out. */
 static evl_loop *tloop_new(void) {
-    signal(SIGALRM, on_alarm);
-    alarm((unsigned)(20 * time_scale()));
+    check_watchdog(20);
     return check_loop_new();
 }
 
@@ -1907,8 +1890,7 @@ static void nomem_in_a_suspension_leaves_nothing_armed(void) {
     evl_loop *loop;
     evl_timer free_timer;
     int i;
-    signal(SIGALRM, on_alarm);
-    alarm((unsigned)(20 * time_scale()));
+    check_watchdog(20);
     memset(&a, 0, sizeof a);
     memset(&r, 0, sizeof r);
     r.alloc = &a;

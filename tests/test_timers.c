@@ -8,27 +8,9 @@
 
 /* ---- helpers ---- */
 
-/* The watchdog's limit: 10 s, scaled like the harness's timeouts for slow tools (valgrind). */
-static unsigned watchdog_seconds(void) {
-    const char *s = getenv("EVL_TEST_TIMEOUT_SCALE");
-    double scale = s && *s ? atof(s) : 1.0;
-    if (scale < 1.0) scale = 1.0;
-    return (unsigned)(10.0 * scale);
-}
-
-static void on_alarm(int sig) {
-    static const char msg[] = "test_timers: watchdog: the case hung\n";
-    ssize_t r;
-    (void)sig;
-    r = write(2, msg, sizeof msg - 1);
-    (void)r;
-    _exit(3);
-}
-
 /* A loop on the harness's backend; a hang (a spinning batch) fails fast. */
 static evl_loop *tloop_new(void) {
-    signal(SIGALRM, on_alarm);
-    alarm(watchdog_seconds());
+    check_watchdog(10);
     return check_loop_new();
 }
 
