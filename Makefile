@@ -67,7 +67,7 @@ CROSS := aarch64-linux-gnu:qemu-aarch64 arm-linux-gnueabihf:qemu-arm \
          riscv64-linux-gnu:qemu-riscv64 i686-linux-gnu:qemu-i386
 CROSS_TESTS := -p 'test_[ct][oa]*.py'
 test-cross:
-	@for spec in $(CROSS); do triple=$${spec%%:*}; emu=$${spec##*:}; \
+	+@for spec in $(CROSS); do triple=$${spec%%:*}; emu=$${spec##*:}; \
 	  echo "=== $$triple under $$emu"; \
 	  $(MAKE) -s CC=$$triple-gcc LDFLAGS=-static BUILD=build/cross-$$triple all || exit 1; \
 	  EVL_BUILD=build/cross-$$triple EVL_TEST_EMULATOR="$$emu -L /usr/$$triple" \

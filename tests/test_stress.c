@@ -893,7 +893,7 @@ static void signal_storm_timers_on_time(void) {
 static struct {
     evl_loop *loop;
     evl_executor *ex;
-    unsigned char *runs;            /* atomic: how often each job ran */
+    unsigned *runs; /* atomic: how often each job ran (int-sized: RISC-V has no byte atomics) */
     int gate_closed;                /* atomic: jobs wait while it is set */
     size_t n, next, completed, rejected, first_burst;
     size_t queue_max;               /* the most jobs seen queued */
@@ -976,7 +976,7 @@ static void flood_shutdown_phase(evl_loop *loop) {
     CHECK_OK(evl_executor_shutdown(loop, xf.ex, EVL_SEC(30)));
     join_thread(opener);
     for (i = 0; i < n; i++) {
-        unsigned char ran = __atomic_load_n(&xf.runs[xf.n + i], __ATOMIC_SEQ_CST);
+        unsigned ran = __atomic_load_n(&xf.runs[xf.n + i], __ATOMIC_SEQ_CST);
         CHECK(evl_future_done(f[i]));
         err = evl_future_await(loop, f[i], NULL);
         if (err == 0) {
@@ -1003,7 +1003,7 @@ static void executor_flood_full_queue(void) {
     watchdog_start(120);
     memset(&xf, 0, sizeof xf);
     xf.n = stress_size(200000UL, 20000UL);
-    xf.runs = (unsigned char *)calloc(xf.n + EX_SHUTDOWN_EXTRA, 1);
+    xf.runs = (unsigned *)calloc(xf.n + EX_SHUTDOWN_EXTRA, sizeof *xf.runs);
     CHECK(xf.runs != NULL);
     xf.loop = check_loop_new();
     CHECK_OK(evl_executor_new(xf.loop, &xf.ex, EX_THREADS, EX_QUEUE));
@@ -1035,7 +1035,7 @@ static void executor_flood_full_queue(void) {
 static struct {
     size_t per_task, done;
     size_t queue_max;
-    unsigned char *runs;
+    unsigned *runs; /* atomic, int-sized */
 } xr;
 
 static void *run_job(void *arg) {
@@ -1068,7 +1068,7 @@ static void executor_run_backpressure(void) {
     memset(&xr, 0, sizeof xr);
     xr.per_task = stress_size(200000UL, 20000UL) / RUN_TASKS;
     total = xr.per_task * RUN_TASKS;
-    xr.runs = (unsigned char *)calloc(total, 1);
+    xr.runs = (unsigned *)calloc(total, sizeof *xr.runs);
     CHECK(xr.runs != NULL);
     evl_config_init(&cfg);
     cfg.executor_threads = EX_THREADS;
