@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -33,6 +34,7 @@
 #define LINE_MAX_BYTES 4096
 #define QUEUE_LINES 256
 #define NAME_MAX_BYTES 32
+#define BATCH_MAX 64 /* lines a writer sends with one writev */
 #define SEND_BUFFER (64 * 1024) /* kernel memory per client: a stalled one fills its queue soon */
 
 /* A line on its way to one or more clients: shared, freed by its last recipient. */
@@ -126,32 +128,51 @@ static void send_now(int fd, const char *text, size_t len) {
 /* Writes m, waiting for room. It writes before it checks for cancellation (unlike
    evl_write_all), so a line taken from the queue just before the client was closed still goes
    out when the socket has room. */
-static int send_line(evl_loop *loop, client *c, const message *m) {
-    size_t done = 0;
-    while (done < m->len) {
-        ssize_t n = write(c->fd, m->text + done, m->len - done);
+/* Writes a batch of queued lines with as few writev calls as the socket allows; while the
+   socket is full the client counts as stalled (a broadcast does not wait for it). */
+static int send_batch(evl_loop *loop, client *c, message **batch, int n) {
+    struct iovec iov[BATCH_MAX];
+    int i, first = 0;
+    for (i = 0; i < n; i++) {
+        iov[i].iov_base = batch[i]->text;
+        iov[i].iov_len = batch[i]->len;
+    }
+    while (first < n) {
+        ssize_t w = writev(c->fd, iov + first, n - first);
         int err;
-        if (n >= 0) done += (size_t)n;
-        else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) return -errno;
-        else if (errno != EINTR) {
+        if (w < 0 && errno == EINTR) continue;
+        if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK) return -errno;
+        if (w < 0) {
             c->stalled = 1;
             err = evl_wait_io(loop, c->fd, EVL_WRITE);
             c->stalled = 0;
             if (err < 0) return err;
+            continue;
+        }
+        for (; first < n && (size_t)w >= iov[first].iov_len; first++) w -= (ssize_t)iov[first].iov_len;
+        if (first < n) {
+            iov[first].iov_base = (char *)iov[first].iov_base + w;
+            iov[first].iov_len -= (size_t)w;
         }
     }
     return 0;
 }
 
-/* The writer: drains the outbox until cancelled (the client leaves, or the server stops). */
+/* The writer: drains the outbox until cancelled (the client leaves, or the server stops),
+   taking whatever has piled up at once, so a burst of broadcasts costs one writev per client
+   rather than one write per line. */
 static int writer_main(evl_loop *loop, void *arg) {
     client *c = (client *)arg;
     void *item;
     static const char goodbye[] = "server shutting down, goodbye\n";
     while (evl_queue_get(loop, c->outbox, &item) == 0) {
-        message *m = (message *)item;
-        int err = send_line(loop, c, m);
-        message_unref(m);
+        message *batch[BATCH_MAX];
+        int i, n = 1, err;
+        batch[0] = (message *)item;
+        while (n < BATCH_MAX && evl_queue_try_get(loop, c->outbox, &item) == 0)
+            batch[n++] = (message *)item;
+        err = send_batch(loop, c, batch, n);
+        for (i = 0; i < n; i++) message_unref(batch[i]);
         if (err < 0) break;
     }
     c->stalled = 1; /* from here on, nobody waits for this writer */
