@@ -16,7 +16,6 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -486,17 +485,23 @@ typedef struct accept_ctx {
     int rc[4];
     int reports_before_sleep;
     exc_rec *rec;
-    struct rlimit old;
 } accept_ctx;
+
+/* evl_accept with the process out of fds: the accept fails with EMFILE (injected: lowering
+   RLIMIT_NOFILE instead works on a real kernel but not under Valgrind, which keeps fds of
+   its own), while a connection waits in the backlog. */
+static int accept_out_of_fds(evl_loop *loop, int listen_fd) {
+    evl_fault_arm(EVL_FAULT_ACCEPT, 1, EMFILE);
+    return evl_accept(loop, listen_fd, NULL, NULL);
+}
 
 static int accept_task(evl_loop *loop, void *arg) {
     accept_ctx *a = (accept_ctx *)arg;
     int i, fd;
-    for (i = 0; i < 3; i++) a->rc[i] = evl_accept(loop, a->listen_fd, NULL, NULL);
+    for (i = 0; i < 3; i++) a->rc[i] = accept_out_of_fds(loop, a->listen_fd);
     a->reports_before_sleep = a->rec->n;
     CHECK_OK(evl_sleep(loop, EVL_MSEC(1050)));
-    a->rc[3] = evl_accept(loop, a->listen_fd, NULL, NULL);
-    CHECK_OK(setrlimit(RLIMIT_NOFILE, &a->old));
+    a->rc[3] = accept_out_of_fds(loop, a->listen_fd);
     fd = evl_accept(loop, a->listen_fd, NULL, NULL);
     CHECK(fd >= 0);
     close(fd);
@@ -510,8 +515,7 @@ static void accept_out_of_fds_rate_limited(int clock) {
     evl_task_opts opts = named("acceptor");
     struct sockaddr_in sa;
     socklen_t sl = sizeof sa;
-    struct rlimit low;
-    int client, probe, i;
+    int client, i;
     memset(&rec, 0, sizeof rec);
     memset(&a, 0, sizeof a);
     a.rec = &rec;
@@ -527,14 +531,6 @@ static void accept_out_of_fds_rate_limited(int clock) {
     client = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     CHECK(client >= 0);
     CHECK_OK(connect(client, (struct sockaddr *)&sa, sizeof sa)); /* completes in the backlog */
-    /* The lowest free fd number: the limit goes there, so no new fd can be made. */
-    probe = dup(a.listen_fd);
-    CHECK(probe >= 0);
-    close(probe);
-    CHECK_OK(getrlimit(RLIMIT_NOFILE, &a.old));
-    low = a.old;
-    low.rlim_cur = (rlim_t)probe;
-    CHECK_OK(setrlimit(RLIMIT_NOFILE, &low));
     CHECK_OK(evl_task_spawn(loop, NULL, accept_task, &a, &opts));
     CHECK_OK(evl_run(loop));
     for (i = 0; i < 4; i++) CHECK_EQ(a.rc[i], -EMFILE);
