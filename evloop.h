@@ -257,9 +257,10 @@
    future return their result without checking. A task cancelled before it started never
    runs, so what its arg owns (an accepted fd, a buffer) is its spawner's to release: keep
    such tasks on a list and free the leftovers in an evl_on_close hook, as examples/chat.c
-   does (a shutdown during a burst of accepts cancels tasks that have not started). Cancelling a finished task, or one already joined, returns -ESRCH (a joined
-   task's memory stays reserved by the loop, so the stale pointer is safe to pass for as long
-   as no newer task took its place).
+   does (a shutdown during a burst of accepts cancels tasks that have not started).
+   Cancelling a finished task, or one already joined, returns -ESRCH (a joined task's memory
+   stays reserved by the loop, so the stale pointer is safe to pass for as long as no newer
+   task took its place).
 
    Deadlines. evl_deadline(loop, at) tightens the current task's deadline to the earlier of `at`
    and the one in force, and returns the one in force before; evl_deadline_restore puts it
@@ -1737,7 +1738,8 @@ static int evl__kqueue_poll(evl_loop *loop, evl_time timeout) {
         ts.tv_nsec = (long)(timeout % 1000000000);
         tsp = &ts;
     }
-    n = evl__fault(EVL_FAULT_WAIT) ? -1 : kevent(kq->kq, NULL, 0, kq->events, EVL__KQUEUE_BATCH, tsp);
+    n = evl__fault(EVL_FAULT_WAIT) ? -1
+                                   : kevent(kq->kq, NULL, 0, kq->events, EVL__KQUEUE_BATCH, tsp);
     if (n < 0) return errno == EINTR ? 0 : -errno;
     for (i = 0; i < n; i++) {
         struct kevent *e = &kq->events[i];
@@ -1817,7 +1819,8 @@ static int evl__poll_modify(evl_loop *loop, int fd, int old_events, int new_even
 static int evl__poll_poll(evl_loop *loop, evl_time timeout) {
     evl__poll *p = (evl__poll *)loop->backend_data;
     size_t i;
-    int n = evl__fault(EVL_FAULT_WAIT) ? -1 : poll(p->pfds, (nfds_t)p->len, evl__timeout_ms(timeout));
+    int n = evl__fault(EVL_FAULT_WAIT) ? -1
+                                       : poll(p->pfds, (nfds_t)p->len, evl__timeout_ms(timeout));
     if (n < 0) return errno == EINTR ? 0 : -errno;
     for (i = 0; i < p->len && n > 0; i++) {
         short re = p->pfds[i].revents;
@@ -3602,8 +3605,9 @@ int evl_accept(evl_loop *loop, int listen_fd, struct sockaddr *addr, socklen_t *
     if (err < 0) return err;
     for (;;) {
 #ifdef __linux__
-        int fd = evl__fault(EVL_FAULT_ACCEPT) ? -1
-                                              : accept4(listen_fd, addr, len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        int fd = evl__fault(EVL_FAULT_ACCEPT)
+                     ? -1
+                     : accept4(listen_fd, addr, len, SOCK_NONBLOCK | SOCK_CLOEXEC);
 #else
         int fd = evl__fault(EVL_FAULT_ACCEPT) ? -1 : accept(listen_fd, addr, len);
         if (fd >= 0) {
@@ -3895,8 +3899,9 @@ static int evl__watchdog_start(evl_loop *loop) {
         pthread_mutex_destroy(&loop->watchdog_lock);
         return -err;
     }
-    err = evl__fault(EVL_FAULT_THREAD) ? errno
-                                       : pthread_create(&loop->watchdog, NULL, evl__watchdog_main, loop);
+    err = evl__fault(EVL_FAULT_THREAD)
+              ? errno
+              : pthread_create(&loop->watchdog, NULL, evl__watchdog_main, loop);
     if (err != 0) {
         pthread_cond_destroy(&loop->watchdog_cond);
         pthread_mutex_destroy(&loop->watchdog_lock);
