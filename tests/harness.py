@@ -10,6 +10,7 @@ import re
 import shlex
 import signal
 import subprocess
+import time
 import unittest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -47,6 +48,25 @@ def stop_example(test, proc, name, final_line):
         test.fail("%s did not exit within 15 s of SIGTERM" % name)
     test.assertEqual(proc.returncode, 0, "exit status after SIGTERM; stderr:\n" + err)
     test.assertIn(final_line, out)
+
+
+def push_until_stalled(test, sock, timeout):
+    """Sends on a client that never reads until the server stops taking bytes (nothing sent
+    for 0.5 s); returns how many bytes it took. Fails when the server kept reading for
+    timeout seconds."""
+    sock.setblocking(False)
+    pushed, chunk, stalled_since = 0, b"x" * 65536, None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            pushed += sock.send(chunk)
+            stalled_since = None
+        except BlockingIOError:
+            stalled_since = stalled_since or time.monotonic()
+            if time.monotonic() - stalled_since > 0.5:
+                return pushed
+            time.sleep(0.01)
+    test.fail("the server kept reading a client that never reads (%d KiB taken)" % (pushed // 1024))
 
 
 def kill_example(proc):

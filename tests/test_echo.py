@@ -91,19 +91,7 @@ class EchoCase(unittest.TestCase):
         bounded by the socket buffers, and the server's memory does not grow."""
         before = harness.memory_kib(self.proc.pid, "VmRSS")
         hog = self.connect()
-        hog.setblocking(False)
-        pushed, chunk, deadline = 0, b"x" * 65536, time.monotonic() + TIMEOUT
-        stalled_since = None
-        while time.monotonic() < deadline:
-            try:
-                pushed += hog.send(chunk)
-                stalled_since = None
-            except BlockingIOError:
-                stalled_since = stalled_since or time.monotonic()
-                if time.monotonic() - stalled_since > 0.5:
-                    break
-                time.sleep(0.01)
-        self.assertIsNotNone(stalled_since, "the server kept reading a client that never reads")
+        pushed = harness.push_until_stalled(self, hog, TIMEOUT)
         self.assertLess(pushed, 64 * 1024 * 1024)
         self.assertLess(harness.memory_kib(self.proc.pid, "VmRSS") - before, 16 * 1024)
         # Others are still served meanwhile.

@@ -90,19 +90,7 @@ class EchoTasks(unittest.TestCase):
         before = harness.memory_kib(proc.pid, "VmRSS")
         hog = socket.create_connection(("127.0.0.1", port), timeout=30 * harness.SCALE)
         self.addCleanup(hog.close)
-        hog.setblocking(False)
-        pushed, chunk, stalled_since = 0, b"x" * 65536, None
-        deadline = time.monotonic() + 20 * harness.SCALE
-        while time.monotonic() < deadline:
-            try:
-                pushed += hog.send(chunk)
-                stalled_since = None
-            except BlockingIOError:
-                stalled_since = stalled_since or time.monotonic()
-                if time.monotonic() - stalled_since > 0.5:
-                    break
-                time.sleep(0.01)
-        self.assertIsNotNone(stalled_since, "the server kept reading a client that never reads")
+        pushed = harness.push_until_stalled(self, hog, 20 * harness.SCALE)
         self.assertLess(pushed, 64 * 1024 * 1024)
         grown = harness.memory_kib(proc.pid, "VmRSS") - before
         sys.stderr.write("[echo_tasks, a client that never reads on %s: %d KiB pushed, RSS +%d KiB] "
