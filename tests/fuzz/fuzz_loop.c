@@ -60,6 +60,7 @@
 #define QCAP_MAX 3             /* a queue's capacity is 1..QCAP_MAX */
 #define MAX_GROUPS 2
 #define MAX_DEADLINES 8        /* nested evl_deadline scopes per task */
+#define MAX_XJOBS 4            /* executor jobs per input; the pool has as many threads */
 
 /* The model's timers: the user's, one sleep timer and one deadline timer per task, and
    evl_run's guard. */
@@ -117,7 +118,9 @@ typedef struct mtimer {
 
 /* S_JOINED: the handle is gone (joined, or a group child or detached task that finished). */
 enum { S_UNUSED, S_NEW, S_RUN, S_SUSP, S_DONE, S_JOINED };
-enum { W_NONE, W_YIELD, W_SLEEP, W_FUTURE, W_JOIN, W_EVENT, W_SEM, W_QGET, W_QPUT, W_GROUP };
+enum {
+    W_NONE, W_YIELD, W_SLEEP, W_FUTURE, W_JOIN, W_EVENT, W_SEM, W_QGET, W_QPUT, W_GROUP, W_EXEC
+};
 typedef struct mtask {
     int state, cancelled, woken, wake_status;
     void *wake_value;
@@ -137,6 +140,15 @@ typedef struct mtask {
     unsigned wait_gen;
     int gphase2, gerr, by_group;
 } mtask;
+
+/* An executor job: evl_executor_run from task `task`, or evl_executor_submit into future slot
+   `fut` (generation `fgen`). `done`: its completion was handed to the loop (async_pending),
+   not yet dispatched; `gone`: dispatched. */
+typedef struct mxjob {
+    int used, run, task, fut;
+    unsigned fgen;
+    int done, gone;
+} mxjob;
 
 typedef struct mwaitq {
     int t[MAX_TASKS], n;
@@ -207,6 +219,10 @@ static struct model {
     mqueue queues[MAX_QUEUES];
     mgroup groups[MAX_GROUPS];
     int nsets;
+    unsigned fut_gen[MAX_FUTURES];
+    mxjob xjobs[MAX_XJOBS];
+    int xorder[MAX_XJOBS], nxdone;   /* completions not yet dispatched, in completion order */
+    int async_pending;
 } M;
 
 /* ---- the real objects and the harness state ---- */
@@ -230,6 +246,7 @@ static struct harness {
     evl_queue *queues[MAX_QUEUES];
     evl_group *groups[MAX_GROUPS];
     uintptr_t item_seq;
+    int nxjobs;
     evl_io io[NWATCHERS];
     int fds[NENDS];
     unsigned char wseq[NENDS], rseq[NENDS];   /* the byte pattern of each direction */
@@ -246,6 +263,15 @@ static struct posters {
     poster p[NPOSTERS];
     int exit_registered;
 } P = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, {{0}}, 0};
+
+/* The executor jobs' gates: a job's function marks itself started and blocks until the
+   harness releases it, so the model decides when each one completes. */
+static struct gates {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int started[MAX_XJOBS], released[MAX_XJOBS], finished[MAX_XJOBS];
+    int open_all;
+} X = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, {0}, {0}, {0}, 0};
 
 static evl_time tadd(evl_time a, evl_time b) {
     return b > EVL_FOREVER - a ? EVL_FOREVER : a + b;
@@ -574,13 +600,38 @@ static void model_phase_to(int ph) {
     }
 }
 
+/* Executor completions are dispatched after the poll, before the drain's snapshot, in
+   completion order: a submitted job completes its future (unless the future was completed,
+   cancelled or freed meanwhile: the job was orphaned), an evl_executor_run job wakes its task
+   (unless something else woke it first). */
+static void model_dispatch_async(void) {
+    int i;
+    if (!M.async_pending) return;
+    M.async_pending = 0;
+    for (i = 0; i < M.nxdone; i++) {
+        int j = M.xorder[i];
+        mxjob *x = &M.xjobs[j];
+        void *result = (void *)(uintptr_t)(0x7000 + j);
+        x->gone = 1;
+        if (x->run) {
+            mtask *k = &M.tasks[x->task];
+            if (k->state == S_SUSP && k->wait_kind == W_EXEC && k->wait_obj == j)
+                mtask_wake(x->task, 0, result);
+        } else if (M.fut_gen[x->fut] == x->fgen && !M.futures[x->fut].done) {
+            mfuture_complete(x->fut, 0, result);
+        }
+        trace("  executor job %d dispatched", j);
+    }
+    M.nxdone = 0;
+}
+
 /* Step 1 and 2 of an iteration, in the model: the poll timeout and the virtual clock's jump,
    then the ready snapshot, the posts taken and the I/O readiness. */
 static void model_begin_iteration(evl_time max_wait) {
     evl_time t = max_wait < 0 ? EVL_FOREVER : max_wait, timeout;
     int p, w, posts = 0;
     for (p = 0; p < NPOSTERS; p++) posts += M.posts_pending[p];
-    if (t == 0 || rq_len() || posts || M.stop_requested) {
+    if (t == 0 || rq_len() || posts || M.stop_requested || M.async_pending) {
         timeout = 0;
     } else {
         if (mt_any_active()) {
@@ -595,6 +646,7 @@ static void model_begin_iteration(evl_time max_wait) {
         if (to > M.vnow) M.vnow = to;
     }
     M.batch = M.seq;
+    model_dispatch_async();
     M.snap = rq_len();
     for (p = 0; p < NPOSTERS; p++) {
         M.posts_taken[p] = M.posts_pending[p];
@@ -631,6 +683,8 @@ static int model_alive(void) {
         if (M.tasks[t].state == S_NEW || M.tasks[t].state == S_SUSP) return 1;
     for (p = 0; p < NPOSTERS; p++)
         if (M.posts_pending[p]) return 1;
+    for (t = 0; t < MAX_XJOBS; t++)   /* may be more than the loop counts: safe for the check */
+        if (M.xjobs[t].used && !M.xjobs[t].gone) return 1;
     return 0;
 }
 
@@ -734,7 +788,8 @@ enum {
 };
 enum {
     A_EV_SET = NACT + 6, A_EV_CLEAR, A_EV_RENEW, A_SEM_RELEASE, A_SEM_TRY, A_SEM_RENEW,
-    A_Q_TRY_PUT, A_Q_TRY_GET, A_Q_RENEW, A_GROUP_SPAWN, A_GROUP_RENEW, NCODES
+    A_Q_TRY_PUT, A_Q_TRY_GET, A_Q_RENEW, A_GROUP_SPAWN, A_GROUP_RENEW, A_EXEC_SUBMIT,
+    A_EXEC_RELEASE, NCODES
 };
 
 static void do_actions(void);
@@ -1016,6 +1071,7 @@ static void act_fut_renew(void) {
         mtask_wake(t, -ECANCELED, NULL);
     }
     memset(m, 0, sizeof *m);
+    M.fut_gen[f]++;
     CHECK(evl_future_new(H.loop, &H.futures[f]) == 0, "evl_future_new failed");
 }
 
@@ -1205,6 +1261,95 @@ static void act_group_renew(void) {
     CHECK(evl_group_new(H.loop, &H.groups[g]) == 0, "evl_group_new failed");
 }
 
+/* ---- executor jobs ---- */
+static void *xjob_fn(void *arg) {
+    int j = (int)(intptr_t)arg;
+    pthread_mutex_lock(&X.lock);
+    X.started[j] = 1;
+    pthread_cond_broadcast(&X.cond);
+    while (!X.released[j] && !X.open_all) pthread_cond_wait(&X.cond, &X.lock);
+    X.finished[j] = 1;
+    pthread_cond_broadcast(&X.cond);
+    pthread_mutex_unlock(&X.lock);
+    return (void *)(uintptr_t)(0x7000 + j);
+}
+
+/* Waits until no job is queued and every busy worker is inside a gated function: then every
+   completion of a released job has been handed to the loop (the pool sets async_pending under
+   the lock it counts busy workers with), and a job cancelled before it started was taken out
+   of the queue and will never run. */
+static void exec_settle(void) {
+    int n;
+    for (n = 0;; n++) {
+        evl_stats st;
+        int j, inside = 0;
+        pthread_mutex_lock(&X.lock);
+        for (j = 0; j < MAX_XJOBS; j++) inside += X.started[j] && !X.finished[j];
+        pthread_mutex_unlock(&X.lock);
+        evl_loop_stats(H.loop, &st);
+        if (st.executor_queue == 0 && st.executor_busy == (size_t)inside) return;
+        CHECK(n < 2000000, "executor jobs never settled (queued %zu, busy %zu, gated %d)",
+              st.executor_queue, st.executor_busy, inside);
+        if (n >= 100) usleep(10);
+    }
+}
+
+static int xjob_new(int run, int who) {
+    int j;
+    if (H.nxjobs >= MAX_XJOBS) return -1;
+    j = H.nxjobs++;
+    memset(&M.xjobs[j], 0, sizeof M.xjobs[j]);
+    M.xjobs[j].used = 1;
+    M.xjobs[j].run = run;
+    M.xjobs[j].task = run ? who : -1;
+    M.xjobs[j].fut = run ? -1 : who;
+    return j;
+}
+
+/* evl_executor_submit into a future slot: the old future is freed first (its waiters get
+   -ECANCELED; a job behind it is orphaned), the job's future takes the slot. */
+static void act_exec_submit(void) {
+    int f = (int)(take() % MAX_FUTURES), j;
+    mfuture *m = &M.futures[f];
+    if (restricted() || H.nxjobs >= MAX_XJOBS) return;
+    evl_future_free(H.loop, H.futures[f]);
+    while (m->nwait) {
+        int t = m->waiters[0];
+        mfuture_remove_waiter(m, t);
+        mtask_wake(t, -ECANCELED, NULL);
+    }
+    memset(m, 0, sizeof *m);
+    M.fut_gen[f]++;
+    j = xjob_new(0, f);
+    M.xjobs[j].fgen = M.fut_gen[f];
+    CHECK(evl_executor_submit(H.loop, xjob_fn, (void *)(intptr_t)j, &H.futures[f]) == 0,
+          "evl_executor_submit failed");
+    trace("    executor job %d submitted into future %d", j, f);
+}
+
+/* Opens the gate of the oldest job that is in its function and not released yet, and waits
+   until its completion has reached the loop. */
+static void act_exec_release(void) {
+    int j, pick = -1;
+    if (!H.nxjobs) return;
+    exec_settle();
+    pthread_mutex_lock(&X.lock);
+    for (j = 0; j < H.nxjobs && pick < 0; j++)
+        if (X.started[j] && !X.released[j]) pick = j;
+    if (pick >= 0) {
+        X.released[pick] = 1;
+        pthread_cond_broadcast(&X.cond);
+        while (!X.finished[pick]) pthread_cond_wait(&X.cond, &X.lock);
+    }
+    pthread_mutex_unlock(&X.lock);
+    if (pick < 0) return;
+    exec_settle();   /* and the pool has handed the completion to the loop */
+    M.xjobs[pick].done = 1;
+    M.xorder[M.nxdone++] = pick;
+    M.async_pending = 1;
+    trace("    executor job %d completed", pick);
+}
+
 static void do_action(unsigned a) {
     if (a) trace("    action %u", a);
     switch (a) {
@@ -1235,6 +1380,8 @@ static void do_action(unsigned a) {
     case A_Q_RENEW: act_q_renew(); break;
     case A_GROUP_SPAWN: act_group_spawn(); break;
     case A_GROUP_RENEW: act_group_renew(); break;
+    case A_EXEC_SUBMIT: act_exec_submit(); break;
+    case A_EXEC_RELEASE: act_exec_release(); break;
     default: break;
     }
 }
@@ -1310,7 +1457,7 @@ static void task_resumed(int t, int rc, void *value) {
     CHECK(rc == want, "task %d: its suspension (kind %d) returned %d, the model says %d", t,
           k->wait_kind, rc, want);
     if ((k->wait_kind == W_FUTURE && rc != -ECANCELED && rc != -ETIMEDOUT) ||
-        (k->wait_kind == W_QGET && rc == 0))
+        (k->wait_kind == W_QGET && rc == 0) || (k->wait_kind == W_EXEC && rc == 0))
         CHECK(value == k->wake_value, "task %d: got value %p, the model says %p", t, value,
               k->wake_value);
     if (k->wait_kind == W_JOIN) M.tasks[k->wait_obj].claimed = 0;
@@ -1535,11 +1682,27 @@ static void step_shield(evl_loop *loop, int t) {
     trace("    task %d shield depth %d", t, k->shield);
 }
 
+/* evl_executor_run: the task waits for the job (cancellation and deadlines apply); a job
+   whose waiter left is dropped if still queued, orphaned if running. */
+static void step_exec_run(evl_loop *loop, int t) {
+    int rc = enter_rc(t), j = -1;
+    void *result = NULL;
+    if (rc) {
+        expect_immediate(t, rc);
+    } else {
+        if ((j = xjob_new(1, t)) < 0) return;
+        suspend_model(t, W_EXEC, j);
+    }
+    trace("    task %d runs executor job %d", t, j);
+    rc = evl_executor_run(loop, xjob_fn, (void *)(intptr_t)(j < 0 ? 0 : j), &result);
+    task_resumed(t, rc, result);
+}
+
 /* Task steps (byte % NSTEPS): 0-7 as before (return, yield, sleep, await, join, action x2,
    result), then the steps added with the new primitives. */
 enum {
     ST_EVENT_WAIT = 8, ST_SEM_ACQUIRE, ST_QUEUE_PUT, ST_QUEUE_GET, ST_GROUP_WAIT, ST_DEADLINE,
-    ST_DEADLINE_RESTORE, ST_SHIELD, NSTEPS
+    ST_DEADLINE_RESTORE, ST_SHIELD, ST_EXEC_RUN, NSTEPS
 };
 
 static int task_fn(evl_loop *loop, void *arg) {
@@ -1569,6 +1732,7 @@ static int task_fn(evl_loop *loop, void *arg) {
         case ST_DEADLINE: step_deadline(loop, t); break;
         case ST_DEADLINE_RESTORE: step_deadline_restore(loop, t); break;
         case ST_SHIELD: step_shield(loop, t); break;
+        case ST_EXEC_RUN: step_exec_run(loop, t); break;
         default: do_action(cb_code(take())); break;
         }
     }
@@ -1726,7 +1890,7 @@ static void op_run_guarded(void) {
    callbacks may not start timers, watchers or tasks meanwhile). */
 static void op_run_restricted(void) {
     int err, w;
-    if (mt_any_active() || posts_pending() || H.ntasks) return;
+    if (mt_any_active() || posts_pending() || H.ntasks || H.nxjobs) return;
     for (w = 0; w < NWATCHERS; w++)
         if (M.watchers[w].active) return;
     H.mode = MODE_RUN_RESTRICT;
@@ -1750,7 +1914,9 @@ static void op_post(void) {
 /* One post that must wake a loop blocked in the poll with nothing else to do. */
 static void op_post_wake(void) {
     int counts[NPOSTERS] = {1, 0}, n;
-    if (rq_len() || mt_any_active() || posts_pending() || any_watcher_ready()) return;
+    if (rq_len() || mt_any_active() || posts_pending() || any_watcher_ready() || M.async_pending ||
+        H.nxjobs)
+        return;
     M.async_posts[0] = 1;
     posters_command(counts, 200);
     for (n = 0; M.async_posts[0] && n < 1000; n++) {
@@ -1795,6 +1961,9 @@ enum { OP_RUN_ONCE = NACT, OP_RUN, OP_RUN_RESTRICTED, OP_POST, OP_POST_WAKE, OP_
 
 static void do_op(unsigned op) {
     trace("op %u", op);
+    /* Every job the input made is in a worker before the top level acts (a cancel then
+       orphans a running job; one cancelled inside a drain may still be dequeued). */
+    if (H.nxjobs) exec_settle();
     switch (op) {
     case OP_RUN_ONCE: op_run_once(); break;
     case OP_RUN: op_run_guarded(); break;
@@ -1829,12 +1998,19 @@ static void setup(unsigned first) {
     pthread_mutex_lock(&P.lock);
     for (i = 0; i < NPOSTERS; i++) P.p[i].next_seq = 0;
     pthread_mutex_unlock(&P.lock);
+    pthread_mutex_lock(&X.lock);   /* the last input's jobs have all left their functions */
+    memset(X.started, 0, sizeof X.started);
+    memset(X.released, 0, sizeof X.released);
+    memset(X.finished, 0, sizeof X.finished);
+    X.open_all = 0;
+    pthread_mutex_unlock(&X.lock);
     evl_config_init(&cfg);
     /* EVLOOP_BACKEND, when set, picks the backend (the test runs every one); else the input. */
     cfg.backend = getenv("EVLOOP_BACKEND") ? EVL_BACKEND_AUTO : kinds[(first & 3) % 3];
     cfg.debug = (int)((first >> 2) & 1);
     cfg.clock = EVL_CLOCK_VIRTUAL;
     cfg.log = log_silent;
+    cfg.executor_threads = MAX_XJOBS;   /* a thread for every job: none waits in the queue */
     err = evl_loop_new(&H.loop, &cfg);
     CHECK(err == 0, "evl_loop_new: %s", evl_strerror(err));
     evl_set_exception_handler(H.loop, on_exception, NULL);
@@ -1884,6 +2060,10 @@ static void final_burst(int size) {
 static void teardown(int burst) {
     int i, err;
     H.unchecked = 1;
+    pthread_mutex_lock(&X.lock);
+    X.open_all = 1;
+    pthread_cond_broadcast(&X.cond);
+    pthread_mutex_unlock(&X.lock);
     final_burst(burst ? BURST : 0);
     for (i = 0; i < MAX_FUTURES; i++) evl_future_free(H.loop, H.futures[i]);
     for (i = 0; i < MAX_GROUPS; i++) evl_group_free(H.loop, H.groups[i]);
