@@ -59,7 +59,7 @@ test-tsan:
 test-valgrind:
 	$(MAKE) BUILD=build/valgrind CFLAGS="-O1 -g" all
 	EVL_BUILD=build/valgrind EVL_TEST_TIMEOUT_SCALE=20 \
-	  EVL_TEST_WRAPPER="valgrind -q --fair-sched=yes --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite,indirect" \
+	  EVL_TEST_WRAPPER="valgrind -q --fair-sched=yes --error-exitcode=99 --leak-check=full --show-leak-kinds=definite,indirect --errors-for-leak-kinds=definite,indirect" \
 	  $(PYTHON) -m unittest discover -s tests -p 'test_*.py' $(TESTFLAGS)
 
 # The behaviour tests on the other architectures (cross compiler + qemu-user), on one backend:

@@ -350,8 +350,10 @@
    loop, SIGINT and SIGTERM wired to evl_shutdown(cfg->shutdown_grace) (a second signal exits
    at once), main run as a task (when it returns, the rest is shut down the same way), the
    loop closed, main's result returned (0 when main ended because a shutdown cancelled it).
-   evl_loop_fork(loop) prepares a loop for the child after fork(): new backend and wakeup fds
-   and no executor threads, and the parent's signals are not delivered twice.
+   evl_loop_fork(loop) prepares a loop for the child after fork(): new backend and wakeup fds;
+   the parent's executor jobs fail with -ECANCELED and its pools start again empty (their
+   threads are the parent's; new ones start on first use); the parent's signals are not
+   delivered twice.
 
    CONFIGURING A LOOP FOR PRODUCTION
    ---------------------------------
@@ -816,8 +818,8 @@ EVL_API int evl_shutdown(evl_loop *loop, evl_time grace);
 EVL_API int evl_on_shutdown(evl_loop *loop, evl_cb cb, void *arg);
 /* Adds cb(loop, arg) to run at the end of a shutdown, or at evl_loop_close. Loop thread. */
 EVL_API int evl_on_close(evl_loop *loop, evl_cb cb, void *arg);
-/* In the child after fork(): new backend and wakeup fds, the parent's executor threads and
-   pending signals forgotten. Child only, before anything else touches the loop. */
+/* In the child after fork(): new backend and wakeup fds, the parent's executor jobs failed
+   (pools start empty) and pending signals forgotten. Child only, before anything else. */
 EVL_API int evl_loop_fork(evl_loop *loop);
 #ifndef EVL_NO_TASKS
 /* The production bootstrap in one call: a loop from cfg, SIGINT and SIGTERM wired to a
@@ -4569,9 +4571,21 @@ static int evl__ncpu(void) {
     return n > 0 ? (int)n : 1;
 }
 
+/* The pool's lock and conditions; `exited` times out on the monotonic clock, as the shutdown
+   deadline does. */
+static int evl__executor_sync_init(evl_executor *ex) {
+    pthread_condattr_t attr;
+    int ok;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    ok = pthread_mutex_init(&ex->lock, NULL) == 0 && pthread_cond_init(&ex->work, NULL) == 0 &&
+         pthread_cond_init(&ex->exited, &attr) == 0;
+    pthread_condattr_destroy(&attr);
+    return ok ? 0 : -ENOMEM;
+}
+
 int evl_executor_new(evl_loop *loop, evl_executor **out, int threads, int queue) {
     evl_executor *ex;
-    pthread_condattr_t attr;
     EVL_ASSERT(loop);
     if (!out || threads < 0 || queue < 0) return -EINVAL;
     *out = NULL;
@@ -4583,15 +4597,10 @@ int evl_executor_new(evl_loop *loop, evl_executor **out, int threads, int queue)
     ex->alloc_ud = loop->alloc_ud;
     ex->threads_max = threads ? threads : (evl__ncpu() + 4 < 32 ? evl__ncpu() + 4 : 32);
     ex->qmax = queue ? (size_t)queue : 1024;
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    if (pthread_mutex_init(&ex->lock, NULL) != 0 || pthread_cond_init(&ex->work, NULL) != 0 ||
-        pthread_cond_init(&ex->exited, &attr) != 0) {
-        pthread_condattr_destroy(&attr);
+    if (evl__executor_sync_init(ex) < 0) {
         evl__free(loop, ex);
         return -ENOMEM;
     }
-    pthread_condattr_destroy(&attr);
     ex->next = loop->executors;
     loop->executors = ex;
     *out = ex;
@@ -4924,6 +4933,35 @@ int evl_executor_shutdown(evl_loop *loop, evl_executor *ex, evl_time timeout) {
     return 0;
 }
 
+/* In a child after fork(): the pool's threads are the parent's and do not exist here. Every job
+   it held fails with -ECANCELED and is freed (a waiting task frees its own), and the pool
+   starts again empty, with a fresh lock, so it stays usable: new workers start on demand.
+   The old lock may have been held by a parent thread, hence initialised again, not used. */
+static void evl__executor_after_fork(evl_loop *loop, evl_executor *ex) {
+    evl__xjob *j = ex->in_flight;
+    while (j) {
+        evl__xjob *next = j->fnext;
+        if (j->future) {
+            j->future->cancel_hook = NULL;
+            evl_future_set(loop, j->future, -ECANCELED, NULL);
+            evl__free(loop, j);
+        } else if (j->orphaned) {
+            evl__free(loop, j);
+        } else if (!j->delivered) {
+            j->delivered = 1;
+            evl__task_wake(loop, j->waiter, -ECANCELED, NULL, 0);
+        }
+        j = next;
+    }
+    ex->in_flight = ex->qhead = ex->qtail = ex->done = NULL;
+    ex->qlen = 0;
+    ex->threads = ex->idle = ex->busy = 0;
+    ex->notified = 0;
+    (void)evl__executor_sync_init(ex);
+    /* The queue is empty now: tasks waiting for room try again. */
+    evl__waitq_wake_all(loop, &ex->room, 0);
+}
+
 static void evl__executor_gauges(const evl_loop *loop, evl_stats *out) {
     evl_executor *ex;
     for (ex = loop->executors; ex; ex = ex->next) {
@@ -5242,25 +5280,12 @@ int evl_loop_fork(evl_loop *loop) {
     }
 #endif
 #if !defined(EVL_NO_TASKS) && !defined(EVL_NO_THREADS)
-    /* The parent's workers do not exist here: forget the pools without touching their locks. */
-    while (loop->executors) {
-        evl_executor *ex = loop->executors;
-        evl__xjob *j = ex->in_flight;
-        while (j) {
-            evl__xjob *next = j->fnext;
-            if (j->future) {
-                j->future->cancel_hook = NULL;
-                evl_future_set(loop, j->future, -ECANCELED, NULL);
-            } else if (j->waiter && !j->delivered && !j->orphaned) {
-                j->delivered = 1; /* the task frees j and leaves the parent's pool alone */
-                evl__task_wake(loop, j->waiter, -ECANCELED, NULL, 0);
-            }
-            j = next;
-        }
-        loop->executors = ex->next;
+    {
+        /* The parent's workers do not exist here: their jobs fail, the pools start empty. */
+        evl_executor *ex;
+        for (ex = loop->executors; ex; ex = ex->next) evl__executor_after_fork(loop, ex);
+        loop->jobs_in_flight = 0;
     }
-    loop->default_executor = NULL;
-    loop->jobs_in_flight = 0;
 #endif
     /* New kernel objects: the parent's epoll set and wakeup fd must not be shared. */
     evl_io_stop(loop, &loop->wake_io);

@@ -58,7 +58,7 @@ class EnvironmentDebug(unittest.TestCase):
         self.assertEqual(got.get("explicit-on"), "1", r.stdout)
         # The 110 ms callback of the default loop: with debug on, the default log writes the
         # slow report (WARN) to stderr, naming the evl_call_soon site; with debug off, nothing.
-        slow = [l for l in r.stderr.splitlines() if "slow callback" in l]
+        slow = [l for l in harness.program_stderr(r.stderr).splitlines() if "slow callback" in l]
         if want:
             self.assertEqual(len(slow), 1, r.stderr)
             self.assertIn("test_debug.c:", slow[0])
@@ -96,7 +96,7 @@ class DefaultExceptionHandler(unittest.TestCase):
                 self.assertIn("ok default_handler_child", r.stdout)
                 error_text = parse(r.stdout).get("error-text")
                 self.assertTrue(error_text, r.stdout)
-                lines = r.stderr.splitlines()
+                lines = harness.program_stderr(r.stderr).splitlines()
                 self.assertEqual(len(lines), 1, "expected exactly one line on stderr:\n" + r.stderr)
                 self.assertIn("detached task failed", lines[0])
                 self.assertIn("worker-7", lines[0])

@@ -55,7 +55,7 @@ class EchoCase(unittest.TestCase):
         out, err = self.proc.communicate(timeout=TIMEOUT)
         self.assertEqual(self.proc.returncode, 0, out + err)
         self.assertIn("shutdown: %d connections closed" % open_connections, out)
-        self.assertEqual(err, "")
+        self.assertEqual(harness.program_stderr(err), "")
 
     def test_concurrent_clients_get_their_bytes_back(self):
         results = []
@@ -93,7 +93,8 @@ class EchoCase(unittest.TestCase):
         hog = self.connect()
         pushed = harness.push_until_stalled(self, hog, TIMEOUT)
         self.assertLess(pushed, 64 * 1024 * 1024)
-        self.assertLess(harness.memory_kib(self.proc.pid, "VmRSS") - before, 16 * 1024)
+        harness.check_memory(self, harness.memory_kib(self.proc.pid, "VmRSS") - before, 16 * 1024,
+                             "RSS growth")
         # Others are still served meanwhile.
         self.assertTrue(echo_round(self.connect(), 100000))
         self.finish(2)
@@ -118,7 +119,7 @@ class EchoCase(unittest.TestCase):
         self.assertTrue(echo_round(socks[0], 1000))
         rss = harness.memory_kib(self.proc.pid, "VmRSS")
         sys.stderr.write("[10000 idle on %s: VmRSS %d KiB] " % (self.backend, rss))
-        self.assertLess(rss, 200 * 1024)
+        harness.check_memory(self, rss, 200 * 1024, "RSS with 10000 idle connections")
         self.finish(10000)
 
 

@@ -237,7 +237,7 @@ class RespCase(unittest.TestCase):
             rss = server.rss_kib()
             sys.stderr.write("\n  resp with %d idle connections: VmRSS %d KiB (%d KiB at start) "
                              % (IDLE_CONNECTIONS, rss, rss_before))
-            self.assertLess(rss - rss_before, 200 * 1024, "RSS grew past 200 MiB")
+            harness.check_memory(self, rss - rss_before, 200 * 1024, "RSS growth")
             # The shutdown closes them all (stop() checks the exit), then the clients see EOF.
             server.stop(self)
             self.assertEqual(conns[-1].recv(16), b"")

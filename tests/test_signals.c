@@ -562,18 +562,21 @@ static void fork_child_gets_its_own_signals(void) {
     CHECK_OK(evl_loop_close(loop));
 }
 
-/* fork with executor work in flight: in the child the parent's jobs are forgotten, the task
-   waiting on one hears -ECANCELED, evl_run returns once nothing is left, and (where the tool
-   allows threads in a forked child) a new pool works. */
+/* fork with executor work in flight, on the default pool and on one of the program's own: in
+   the child the parent's jobs fail (the task waiting on one hears -ECANCELED, futures too, and
+   every job is freed), evl_run returns once nothing is left, and (where the tool allows threads
+   in a forked child) both pools work again and the program's own shuts down cleanly. */
 static struct {
     pthread_mutex_t m;
     pthread_cond_t c;
-    int open, started;
+    int open, started; /* started: blockers running */
+    evl_executor *own;   /* the program's own pool */
+    evl_future *own_job; /* a job on it, in flight at the fork */
 } fg;
 
 static void *fg_blocker(void *arg) {
     pthread_mutex_lock(&fg.m);
-    fg.started = 1;
+    fg.started++;
     pthread_cond_broadcast(&fg.c);
     while (!fg.open) pthread_cond_wait(&fg.c, &fg.m);
     pthread_mutex_unlock(&fg.m);
@@ -603,6 +606,8 @@ static int fg_child_new_pool(evl_loop *loop, void *arg) {
     (void)arg;
     CHECK_OK(evl_executor_run(loop, fg_calc, (void *)(uintptr_t)20, &out));
     CHECK_EQ((uintptr_t)out, 41);
+    CHECK_OK(evl_executor_run_on(loop, fg.own, fg_calc, (void *)(uintptr_t)3, &out));
+    CHECK_EQ((uintptr_t)out, 7);
     return 0;
 }
 #endif
@@ -618,6 +623,9 @@ static int fork_executor_child(evl_loop *loop, evl_future *blocker, evl_task *wa
     if (!evl_future_done(blocker) || evl_future_await(loop, blocker, NULL) != -ECANCELED)
         return CHILD_JOB;
     evl_future_free(loop, blocker);
+    if (!evl_future_done(fg.own_job) || evl_future_await(loop, fg.own_job, NULL) != -ECANCELED)
+        return CHILD_JOB;
+    evl_future_free(loop, fg.own_job);
 #ifndef UNDER_TSAN
     {
         /* ThreadSanitizer stops a forked child of a threaded process that creates a thread
@@ -628,6 +636,7 @@ static int fork_executor_child(evl_loop *loop, evl_future *blocker, evl_task *wa
         if (evl_task_join(loop, t, &result) != 0 || result != 0) return CHILD_JOB;
     }
 #endif
+    if (evl_executor_shutdown(loop, fg.own, EVL_SEC(5)) != 0) return CHILD_JOB;
     return evl_loop_close(loop) == 0 ? CHILD_OK : CHILD_RUN_FAILED;
 }
 
@@ -649,14 +658,16 @@ static void fork_forgets_parent_executor_jobs(void) {
     cfg.executor_threads = 1;
     CHECK_OK(evl_loop_new(&loop, &cfg));
     CHECK_OK(evl_executor_submit(loop, fg_blocker, NULL, &blocker));
+    CHECK_OK(evl_executor_new(loop, &fg.own, 1, 4));
+    CHECK_OK(evl_executor_submit_on(loop, fg.own, fg_blocker, (void *)(uintptr_t)2, &fg.own_job));
     pthread_mutex_lock(&fg.m);
-    while (!fg.started) pthread_cond_wait(&fg.c, &fg.m);
+    while (fg.started < 2) pthread_cond_wait(&fg.c, &fg.m);
     pthread_mutex_unlock(&fg.m);
     CHECK_OK(evl_task_spawn(loop, &waiter, fg_waiter, NULL, NULL));
     for (i = 0; i < 5; i++) evl_run_once(loop, 0);
     evl_loop_stats(loop, &st);
     CHECK_EQ(st.executor_queue, 1); /* the waiter's job is queued behind the blocker */
-    CHECK_EQ(st.executor_busy, 1);
+    CHECK_EQ(st.executor_busy, 2);  /* both blockers */
     CHECK(!evl_task_done(waiter));
     fflush(stdout);
     fflush(stderr);
@@ -680,6 +691,10 @@ static void fork_forgets_parent_executor_jobs(void) {
     CHECK_OK(fw.rc);
     CHECK_OK(evl_future_await(loop, blocker, &v));
     evl_future_free(loop, blocker);
+    CHECK_OK(evl_future_await(loop, fg.own_job, &v));
+    CHECK_EQ((uintptr_t)v, 2);
+    evl_future_free(loop, fg.own_job);
+    CHECK_OK(evl_executor_shutdown(loop, fg.own, EVL_SEC(5)));
     CHECK_OK(evl_loop_close(loop));
     pthread_cond_destroy(&fg.c);
     pthread_mutex_destroy(&fg.m);
