@@ -139,15 +139,19 @@ def backends():
     return [b for b in out if not ONLY_BACKENDS or b in ONLY_BACKENDS]
 
 
-def add_cases(cls, prog, timeout=30, only_backends=None, exclude=()):
+def add_cases(cls, prog, timeout=30, only_backends=None, exclude=(), not_wrapped=None):
     """Adds one test method per case of the C program `prog` and per backend to cls, except
-    the cases named in `exclude` (those the caller runs its own way)."""
+    the cases named in `exclude` (those the caller runs its own way). not_wrapped maps the
+    cases a wrapper tool cannot run to the reason, which the skip gives."""
+    not_wrapped = not_wrapped or {}
     build()
     names = [n for n in run([program(prog), "--list"], wrap=False).stdout.split()
              if n not in exclude]
     for backend in only_backends or backends():
         for name in names:
             def method(self, name=name, backend=backend):
+                if WRAPPER and name in not_wrapped:
+                    self.skipTest(not_wrapped[name])
                 try:
                     r = run([program(prog), name], env={"EVLOOP_BACKEND": backend},
                             timeout=timeout)

@@ -26,7 +26,10 @@ class StressCases(unittest.TestCase):
     """The cases of tests/test_stress.c on every backend."""
 
 
-harness.add_cases(StressCases, "test_stress", timeout=TIMEOUT)
+harness.add_cases(StressCases, "test_stress", timeout=TIMEOUT, not_wrapped={
+    "tasks_past_map_limit_fail_cleanly":
+        "Valgrind tracks at most a few thousand memory segments (VG_N_SEGMENTS) and exits "
+        "long before vm.max_map_count"})
 
 if __name__ == "__main__":
     unittest.main()
