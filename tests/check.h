@@ -51,6 +51,13 @@ static inline evl_time check_scaled(evl_time t) {
     return (evl_time)((double)t * check_time_scale());
 }
 
+/* How many times a repeated case repeats: `reduced` under a slow tool or emulator (a timeout
+   scale above 1: Valgrind, qemu-user), where each round costs tens of times more, `full`
+   otherwise (natively, and under the sanitizers). */
+static inline int check_rounds(int full, int reduced) {
+    return check_time_scale() > 1.0 ? reduced : full;
+}
+
 /* SIGALRM handler of a case's hang watchdog: a hang fails fast with a message. */
 static inline void check_on_alarm(int sig) {
     static const char msg[] = "watchdog: the case hung\n";
