@@ -559,7 +559,15 @@ static int main_returns_arg(evl_loop *loop, void *arg) {
     return (int)(intptr_t)arg;
 }
 
+/* A signal's disposition now (SIG_DFL, SIG_IGN or a handler). */
+static void (*disposition(int signo))(int) {
+    struct sigaction sa;
+    CHECK_OK(sigaction(signo, NULL, &sa));
+    return sa.sa_handler;
+}
+
 static void evl_main_returns_mains_result(void) {
+    void (*int_before)(int) = disposition(SIGINT), (*term_before)(int) = disposition(SIGTERM);
     evl_time t0;
     watchdog();
     t0 = clock_ns();
@@ -568,14 +576,10 @@ static void evl_main_returns_mains_result(void) {
     CHECK_EQ(evl_main(NULL, main_returns_arg, (void *)(intptr_t)-EIO), -EIO);
     CHECK_EQ(evl_main(NULL, NULL, NULL), -EINVAL);
     CHECK(clock_ns() - t0 < check_scaled(EVL_SEC(1)));
-    /* The dispositions of SIGINT and SIGTERM are back to the defaults. */
-    {
-        struct sigaction sa;
-        CHECK_OK(sigaction(SIGINT, NULL, &sa));
-        CHECK(sa.sa_handler == SIG_DFL);
-        CHECK_OK(sigaction(SIGTERM, NULL, &sa));
-        CHECK(sa.sa_handler == SIG_DFL);
-    }
+    /* The dispositions of SIGINT and SIGTERM are back to what they were (SIG_DFL, or SIG_IGN
+       for SIGINT in a process a shell started in the background). */
+    CHECK(disposition(SIGINT) == int_before);
+    CHECK(disposition(SIGTERM) == term_before);
 }
 
 static int detached_cancelled;
@@ -617,17 +621,15 @@ static int main_signals_itself(evl_loop *loop, void *arg) {
 }
 
 static void evl_main_signal_is_a_clean_shutdown(void) {
-    struct sigaction sa;
+    void (*int_before)(int) = disposition(SIGINT), (*term_before)(int) = disposition(SIGTERM);
     evl_time t0;
     watchdog();
     t0 = clock_ns();
     CHECK_EQ(evl_main(NULL, main_signals_itself, (void *)(intptr_t)SIGTERM), 0);
     CHECK_EQ(evl_main(NULL, main_signals_itself, (void *)(intptr_t)SIGINT), 0);
     CHECK(clock_ns() - t0 < check_scaled(EVL_SEC(1)));
-    CHECK_OK(sigaction(SIGTERM, NULL, &sa));
-    CHECK(sa.sa_handler == SIG_DFL);
-    CHECK_OK(sigaction(SIGINT, NULL, &sa));
-    CHECK(sa.sa_handler == SIG_DFL);
+    CHECK(disposition(SIGTERM) == term_before);
+    CHECK(disposition(SIGINT) == int_before);
 }
 
 static exc_log main_exc;
