@@ -8,11 +8,13 @@
 #define EVL_TEST_CHECK_H
 
 #include "evloop.h"
+#include <dirent.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 typedef struct check_case {
@@ -56,6 +58,61 @@ static inline evl_time check_scaled(evl_time t) {
    otherwise (natively, and under the sanitizers). */
 static inline int check_rounds(int full, int reduced) {
     return check_time_scale() > 1.0 ? reduced : full;
+}
+
+/* The threads of this process, as /proc/self/task lists them. */
+static inline int check_thread_count(void) {
+    DIR *d = opendir("/proc/self/task");
+    struct dirent *e;
+    int n = 0;
+    CHECK(d != NULL);
+    while ((e = readdir(d)) != NULL)
+        if (e->d_name[0] != '.') n++;
+    closedir(d);
+    return n;
+}
+
+/* Prints each thread's id, state and kernel wait channel: what a thread that did not leave
+   was doing. */
+static inline void check_dump_threads(void) {
+    DIR *d = opendir("/proc/self/task");
+    struct dirent *e;
+    if (!d) return;
+    while ((e = readdir(d)) != NULL) {
+        char path[300], stat[512] = "", wchan[64] = "";
+        FILE *f;
+        if (e->d_name[0] == '.') continue;
+        snprintf(path, sizeof path, "/proc/self/task/%s/stat", e->d_name);
+        if ((f = fopen(path, "r")) != NULL) {
+            if (!fgets(stat, sizeof stat, f)) stat[0] = 0;
+            fclose(f);
+        }
+        snprintf(path, sizeof path, "/proc/self/task/%s/wchan", e->d_name);
+        if ((f = fopen(path, "r")) != NULL) {
+            if (!fgets(wchan, sizeof wchan, f)) wchan[0] = 0;
+            fclose(f);
+        }
+        fprintf(stderr, "  thread %s: wchan %s, stat %s", e->d_name, wchan, stat);
+    }
+    closedir(d);
+}
+
+/* Waits until no more than `base` threads exist: the detached threads a pool let go have
+   left. Up to 30 s (scaled): a thread that has finished its work can still wait seconds for a
+   core on a loaded machine, which is not what the cases check. */
+static inline void check_wait_threads_back_to(int base) {
+    struct timespec now, until, nap = {0, 1000000};
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += (time_t)(30 * check_time_scale());
+    for (;;) {
+        if (check_thread_count() <= base) return;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if (now.tv_sec > until.tv_sec) break;
+        nanosleep(&nap, NULL);
+    }
+    fprintf(stderr, "%d threads, %d expected:\n", check_thread_count(), base);
+    check_dump_threads();
+    CHECK(check_thread_count() <= base);
 }
 
 /* SIGALRM handler of a case's hang watchdog: a hang fails fast with a message. */

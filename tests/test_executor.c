@@ -12,7 +12,6 @@
 #define EVLOOP_IMPLEMENTATION
 #include "check.h"
 
-#include <dirent.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
@@ -71,25 +70,6 @@ static void sleep_ns(evl_time ns) {
     ts.tv_nsec = (long)(ns % 1000000000);
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
     }
-}
-
-/* The threads of this process, from /proc (Linux). */
-static int thread_count(void) {
-    DIR *d = opendir("/proc/self/task");
-    struct dirent *e;
-    int n = 0;
-    CHECK(d != NULL);
-    while ((e = readdir(d)) != NULL)
-        if (e->d_name[0] != '.') n++;
-    closedir(d);
-    return n;
-}
-
-/* Waits (up to 5 s, scaled) until no more than `base` threads exist. */
-static void wait_threads_back_to(int base) {
-    evl_time until = clock_ns() + check_scaled(EVL_SEC(5));
-    while (thread_count() > base && clock_ns() < until) sleep_ns(EVL_MSEC(1));
-    CHECK(thread_count() <= base);
 }
 
 static int get_int(const int *p) {
@@ -285,7 +265,7 @@ static void many_sample(evl_loop *loop, void *arg) {
     evl_loop_stats(loop, &st);
     if (st.executor_busy > many.busy_max) many.busy_max = st.executor_busy;
     if (st.executor_queue > many.queue_max) many.queue_max = st.executor_queue;
-    extra = thread_count() - many.threads_base;
+    extra = check_thread_count() - many.threads_base;
     if (extra > many.threads_extra_max) many.threads_extra_max = extra;
 }
 
@@ -311,7 +291,7 @@ static void thousand_tasks_hundred_jobs_each(void) {
     alarm((unsigned)(60 * check_time_scale()));
     memset(&many, 0, sizeof many);
     CHECK_OK(pthread_mutex_init(&many.lock, NULL));
-    many.threads_base = thread_count();
+    many.threads_base = check_thread_count();
     for (i = 0; i < MANY_TASKS; i++) CHECK_OK(evl_task_spawn(loop, NULL, many_task, (void *)i, NULL));
     evl_timer_init(&many.sampler, many_sample, NULL);
     CHECK_OK(evl_timer_start(loop, &many.sampler, EVL_MSEC(1), EVL_MSEC(1)));
@@ -327,12 +307,12 @@ static void thousand_tasks_hundred_jobs_each(void) {
     CHECK(many.busy_max <= MANY_THREADS);
     CHECK(many.queue_max <= MANY_QUEUE);
     CHECK(many.threads_extra_max <= MANY_THREADS);
-    CHECK(thread_count() - many.threads_base <= MANY_THREADS);
+    CHECK(check_thread_count() - many.threads_base <= MANY_THREADS);
     evl_loop_stats(loop, &st);
     CHECK_EQ(st.executor_queue, 0);
     CHECK_EQ(st.executor_busy, 0);
     CHECK_OK(evl_loop_close(loop));
-    wait_threads_back_to(many.threads_base);
+    check_wait_threads_back_to(many.threads_base);
     pthread_mutex_destroy(&many.lock);
 }
 
@@ -750,7 +730,7 @@ static void backpressure_waits_for_room(void) {
 
 static void executor_shutdown_with_stuck_job(void) {
     evl_loop *loop = xloop_new(0, 0, 0, NULL);
-    int base = thread_count(), queued_ran = 0, rc;
+    int base = check_thread_count(), queued_ran = 0, rc;
     evl_executor *ex;
     evl_future *stuck, *queued;
     exc_log x;
@@ -791,7 +771,7 @@ static void executor_shutdown_with_stuck_job(void) {
     /* Let the abandoned thread finish and leave before the process ends. */
     gate_open(&g);
     gate_wait_finished(&g, 1);
-    wait_threads_back_to(base);
+    check_wait_threads_back_to(base);
     CHECK_EQ(get_int(&queued_ran), 0);
     CHECK_EQ(x.calls, 1);
     CHECK_OK(evl_loop_close(loop));
@@ -802,7 +782,7 @@ static void executor_shutdown_with_stuck_job(void) {
    threads gone. */
 static void executor_shutdown_in_time(void) {
     evl_loop *loop = xloop_new(0, 0, 0, NULL);
-    int base = thread_count();
+    int base = check_thread_count();
     evl_executor *ex;
     evl_future *f;
     exc_log x;
@@ -828,7 +808,7 @@ static void executor_shutdown_in_time(void) {
     CHECK(v == GATED_RESULT);
     evl_future_free(loop, f);
     opener_join(&o);
-    wait_threads_back_to(base);
+    check_wait_threads_back_to(base);
     CHECK_OK(evl_loop_close(loop));
     gate_destroy(&g);
 }
@@ -964,7 +944,7 @@ static void bad_input(void) {
 
 static void loop_close_with_stuck_job_is_bounded(void) {
     evl_loop *loop = xloop_new(0, 0, EVL_MSEC(200), NULL);
-    int base = thread_count();
+    int base = check_thread_count();
     evl_future *f;
     exc_log x;
     gate g;
@@ -984,13 +964,13 @@ static void loop_close_with_stuck_job_is_bounded(void) {
     CHECK_EQ(x.error, -ETIMEDOUT);
     gate_open(&g);
     gate_wait_finished(&g, 1);
-    wait_threads_back_to(base);
+    check_wait_threads_back_to(base);
     gate_destroy(&g);
 }
 
 static void loop_close_waits_for_a_job_ending_in_grace(void) {
     evl_loop *loop = xloop_new(0, 0, EVL_SEC(5), NULL);
-    int base = thread_count();
+    int base = check_thread_count();
     evl_future *f;
     exc_log x;
     gate g;
@@ -1011,7 +991,7 @@ static void loop_close_waits_for_a_job_ending_in_grace(void) {
     CHECK(took <= check_scaled(EVL_SEC(1)));
     CHECK_EQ(x.calls, 0);
     opener_join(&o);
-    wait_threads_back_to(base);
+    check_wait_threads_back_to(base);
     gate_destroy(&g);
 }
 
@@ -1098,7 +1078,7 @@ static void *zi_job(void *arg) {
 
 static void executor_shutdown_zero_timeout_with_idle_threads(void) {
     evl_loop *loop = xloop_new(0, 0, 0, fence_alloc);
-    int base = thread_count(), i, round;
+    int base = check_thread_count(), i, round;
     evl_executor *ex;
     evl_future *f[ZI_THREADS];
     exc_log x;
@@ -1117,12 +1097,12 @@ static void executor_shutdown_zero_timeout_with_idle_threads(void) {
             CHECK_OK(evl_future_await(loop, f[i], NULL));
             evl_future_free(loop, f[i]);
         }
-        CHECK_EQ(thread_count(), base + ZI_THREADS); /* every worker idle, none gone */
+        CHECK_EQ(check_thread_count(), base + ZI_THREADS); /* every worker idle, none gone */
         /* No job is running: nothing to report, and the workers leave without touching
            freed memory (a fault here is a use after free). */
         CHECK_EQ(evl_executor_shutdown(loop, ex, 0), 0);
         CHECK_EQ(x.calls, 0);
-        wait_threads_back_to(base);
+        check_wait_threads_back_to(base);
     }
     CHECK_OK(evl_loop_close(loop));
     pthread_cond_destroy(&zi.c);
@@ -1149,7 +1129,7 @@ static int sh_task(evl_loop *loop, void *arg) {
 
 static void loop_close_with_shielded_task_waiting_on_a_job(void) {
     evl_loop *loop = xloop_new(0, 0, EVL_SEC(5), fence_alloc);
-    int base = thread_count();
+    int base = check_thread_count();
     exc_log x;
     opener o;
     evl_time until;
@@ -1167,7 +1147,7 @@ static void loop_close_with_shielded_task_waiting_on_a_job(void) {
     opener_join(&o);
     CHECK_EQ(gate_finished(&sh.g), 1);
     CHECK_EQ(sh.returned, 0); /* abandoned, never resumed */
-    wait_threads_back_to(base);
+    check_wait_threads_back_to(base);
     gate_destroy(&sh.g);
 }
 

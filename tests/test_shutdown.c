@@ -6,7 +6,6 @@
 #define EVLOOP_IMPLEMENTATION
 #include "check.h"
 
-#include <dirent.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
@@ -53,31 +52,6 @@ static evl_time clock_ns(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (evl_time)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static void sleep_ns(evl_time ns) {
-    struct timespec ts;
-    ts.tv_sec = (time_t)(ns / 1000000000);
-    ts.tv_nsec = (long)(ns % 1000000000);
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-    }
-}
-
-static int thread_count(void) {
-    DIR *d = opendir("/proc/self/task");
-    struct dirent *e;
-    int n = 0;
-    CHECK(d != NULL);
-    while ((e = readdir(d)) != NULL)
-        if (e->d_name[0] != '.') n++;
-    closedir(d);
-    return n;
-}
-
-static void wait_threads_back_to(int base) {
-    evl_time until = clock_ns() + check_scaled(EVL_SEC(5));
-    while (thread_count() > base && clock_ns() < until) sleep_ns(EVL_MSEC(1));
-    CHECK(thread_count() <= base);
 }
 
 /* What the exception handler saw. */
@@ -459,7 +433,7 @@ static void shutdown_with_stuck_executor_job_is_bounded(void) {
     evl_time took;
     int base, i, found = 0;
     watchdog();
-    base = thread_count();
+    base = check_thread_count();
     loop = grace_loop_new(0, 2, NULL);
     memset(&sx, 0, sizeof sx);
     memset(&x, 0, sizeof x);
@@ -483,7 +457,7 @@ static void shutdown_with_stuck_executor_job_is_bounded(void) {
     sx.g.open = 1;
     pthread_cond_broadcast(&sx.g.c);
     pthread_mutex_unlock(&sx.g.m);
-    wait_threads_back_to(base);
+    check_wait_threads_back_to(base);
     pthread_mutex_lock(&sx.g.m);
     CHECK_EQ(sx.g.finished, 1);
     pthread_mutex_unlock(&sx.g.m);
@@ -532,7 +506,7 @@ static int si_main(evl_loop *loop, void *arg) {
 static void shutdown_with_spent_grace_and_idle_workers(void) {
     int base, round;
     watchdog();
-    base = thread_count();
+    base = check_thread_count();
     CHECK_OK(pthread_mutex_init(&si.m, NULL));
     CHECK_OK(pthread_cond_init(&si.c, NULL));
     for (round = 0; round < check_rounds(SI_ROUNDS, SI_ROUNDS_SLOW); round++) {
@@ -545,7 +519,7 @@ static void shutdown_with_spent_grace_and_idle_workers(void) {
         CHECK_OK(evl_run(loop));
         CHECK_EQ(x.calls, 0); /* no job was running: nothing to report */
         CHECK_OK(evl_loop_close(loop));
-        wait_threads_back_to(base);
+        check_wait_threads_back_to(base);
     }
     pthread_cond_destroy(&si.c);
     pthread_mutex_destroy(&si.m);
