@@ -4838,23 +4838,29 @@ int evl_executor_submit(evl_loop *loop, evl_work_fn fn, void *arg, evl_future **
     return err < 0 ? err : evl_executor_submit_on(loop, ex, fn, arg, out);
 }
 
+/* Gives up on a job that will never complete: its future or waiting task hears -ECANCELED,
+   and it is freed (a waiting task frees its own). */
+static void evl__job_fail(evl_loop *loop, evl__xjob *j) {
+    if (j->future) {
+        evl_future *f = j->future;
+        f->cancel_hook = NULL;
+        evl_future_set(loop, f, -ECANCELED, NULL);
+        evl__free(loop, j);
+    } else if (j->waiter && !j->orphaned) {
+        j->delivered = 1;
+        evl__task_wake(loop, j->waiter, -ECANCELED, NULL, 0);
+    } else {
+        evl__free(loop, j);
+    }
+}
+
 /* Gives up on what the pool still holds: waiters and futures hear -ECANCELED. */
 static void evl__executor_fail_jobs(evl_loop *loop, evl_executor *ex, evl__xjob *queued) {
     while (queued) {
         evl__xjob *j = queued;
         queued = j->next;
         evl__job_unlink(ex, j);
-        if (j->future) {
-            evl_future *f = j->future;
-            f->cancel_hook = NULL;
-            evl_future_set(loop, f, -ECANCELED, NULL);
-            evl__free(loop, j);
-        } else if (j->waiter && !j->orphaned) {
-            j->delivered = 1;
-            evl__task_wake(loop, j->waiter, -ECANCELED, NULL, 0);
-        } else {
-            evl__free(loop, j);
-        }
+        evl__job_fail(loop, j);
     }
 }
 
@@ -4936,30 +4942,23 @@ int evl_executor_shutdown(evl_loop *loop, evl_executor *ex, evl_time timeout) {
 /* In a child after fork(): the pool's threads are the parent's and do not exist here. Every job
    it held fails with -ECANCELED and is freed (a waiting task frees its own), and the pool
    starts again empty, with a fresh lock, so it stays usable: new workers start on demand.
-   The old lock may have been held by a parent thread, hence initialised again, not used. */
-static void evl__executor_after_fork(evl_loop *loop, evl_executor *ex) {
+   The old lock may have been held by a parent thread, hence initialised again, not used.
+   (Every job in flight is undelivered: a completed one leaves the list before its task is
+   woken.) */
+static int evl__executor_after_fork(evl_loop *loop, evl_executor *ex) {
     evl__xjob *j = ex->in_flight;
     while (j) {
         evl__xjob *next = j->fnext;
-        if (j->future) {
-            j->future->cancel_hook = NULL;
-            evl_future_set(loop, j->future, -ECANCELED, NULL);
-            evl__free(loop, j);
-        } else if (j->orphaned) {
-            evl__free(loop, j);
-        } else if (!j->delivered) {
-            j->delivered = 1;
-            evl__task_wake(loop, j->waiter, -ECANCELED, NULL, 0);
-        }
+        evl__job_fail(loop, j);
         j = next;
     }
     ex->in_flight = ex->qhead = ex->qtail = ex->done = NULL;
     ex->qlen = 0;
     ex->threads = ex->idle = ex->busy = 0;
     ex->notified = 0;
-    (void)evl__executor_sync_init(ex);
     /* The queue is empty now: tasks waiting for room try again. */
     evl__waitq_wake_all(loop, &ex->room, 0);
+    return evl__executor_sync_init(ex);
 }
 
 static void evl__executor_gauges(const evl_loop *loop, evl_stats *out) {
@@ -5283,8 +5282,9 @@ int evl_loop_fork(evl_loop *loop) {
     {
         /* The parent's workers do not exist here: their jobs fail, the pools start empty. */
         evl_executor *ex;
-        for (ex = loop->executors; ex; ex = ex->next) evl__executor_after_fork(loop, ex);
         loop->jobs_in_flight = 0;
+        for (ex = loop->executors; ex; ex = ex->next)
+            if ((err = evl__executor_after_fork(loop, ex)) < 0) return err;
     }
 #endif
     /* New kernel objects: the parent's epoll set and wakeup fd must not be shared. */
