@@ -60,9 +60,10 @@ static inline int check_rounds(int full, int reduced) {
     return check_time_scale() > 1.0 ? reduced : full;
 }
 
-/* The threads of this process, as /proc/self/task lists them. */
-static inline int check_thread_count(void) {
-    DIR *d = opendir("/proc/self/task");
+/* The entries of a directory, without "." and "..": /proc/self/fd counts open fds (the
+   directory's own fd cancels out between two counts), /proc/self/task threads. */
+static inline int check_dir_count(const char *path) {
+    DIR *d = opendir(path);
     struct dirent *e;
     int n = 0;
     CHECK(d != NULL);
@@ -70,6 +71,11 @@ static inline int check_thread_count(void) {
         if (e->d_name[0] != '.') n++;
     closedir(d);
     return n;
+}
+
+/* The threads of this process, as /proc/self/task lists them. */
+static inline int check_thread_count(void) {
+    return check_dir_count("/proc/self/task");
 }
 
 /* Prints each thread's id, state and kernel wait channel: what a thread that did not leave
@@ -98,12 +104,13 @@ static inline void check_dump_threads(void) {
 }
 
 /* Waits until no more than `base` threads exist: the detached threads a pool let go have
-   left. Up to 30 s (scaled): a thread that has finished its work can still wait seconds for a
-   core on a loaded machine, which is not what the cases check. */
-static inline void check_wait_threads_back_to(int base) {
+   left. Up to `seconds` (scaled); the executor and shutdown cases give 30: a thread that has
+   finished its work can still wait seconds for a core on a loaded machine, which is not what
+   they check. */
+static inline void check_wait_threads_back_to(int base, int seconds) {
     struct timespec now, until, nap = {0, 1000000};
     clock_gettime(CLOCK_MONOTONIC, &until);
-    until.tv_sec += (time_t)(30 * check_time_scale());
+    until.tv_sec += (time_t)(seconds * check_time_scale());
     for (;;) {
         if (check_thread_count() <= base) return;
         clock_gettime(CLOCK_MONOTONIC, &now);

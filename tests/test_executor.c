@@ -312,7 +312,7 @@ static void thousand_tasks_hundred_jobs_each(void) {
     CHECK_EQ(st.executor_queue, 0);
     CHECK_EQ(st.executor_busy, 0);
     CHECK_OK(evl_loop_close(loop));
-    check_wait_threads_back_to(many.threads_base);
+    check_wait_threads_back_to(many.threads_base, 30);
     pthread_mutex_destroy(&many.lock);
 }
 
@@ -771,7 +771,7 @@ static void executor_shutdown_with_stuck_job(void) {
     /* Let the abandoned thread finish and leave before the process ends. */
     gate_open(&g);
     gate_wait_finished(&g, 1);
-    check_wait_threads_back_to(base);
+    check_wait_threads_back_to(base, 30);
     CHECK_EQ(get_int(&queued_ran), 0);
     CHECK_EQ(x.calls, 1);
     CHECK_OK(evl_loop_close(loop));
@@ -808,7 +808,7 @@ static void executor_shutdown_in_time(void) {
     CHECK(v == GATED_RESULT);
     evl_future_free(loop, f);
     opener_join(&o);
-    check_wait_threads_back_to(base);
+    check_wait_threads_back_to(base, 30);
     CHECK_OK(evl_loop_close(loop));
     gate_destroy(&g);
 }
@@ -964,7 +964,7 @@ static void loop_close_with_stuck_job_is_bounded(void) {
     CHECK_EQ(x.error, -ETIMEDOUT);
     gate_open(&g);
     gate_wait_finished(&g, 1);
-    check_wait_threads_back_to(base);
+    check_wait_threads_back_to(base, 30);
     gate_destroy(&g);
 }
 
@@ -991,7 +991,7 @@ static void loop_close_waits_for_a_job_ending_in_grace(void) {
     CHECK(took <= check_scaled(EVL_SEC(1)));
     CHECK_EQ(x.calls, 0);
     opener_join(&o);
-    check_wait_threads_back_to(base);
+    check_wait_threads_back_to(base, 30);
     gate_destroy(&g);
 }
 
@@ -1102,7 +1102,7 @@ static void executor_shutdown_zero_timeout_with_idle_threads(void) {
            freed memory (a fault here is a use after free). */
         CHECK_EQ(evl_executor_shutdown(loop, ex, 0), 0);
         CHECK_EQ(x.calls, 0);
-        check_wait_threads_back_to(base);
+        check_wait_threads_back_to(base, 30);
     }
     CHECK_OK(evl_loop_close(loop));
     pthread_cond_destroy(&zi.c);
@@ -1147,7 +1147,7 @@ static void loop_close_with_shielded_task_waiting_on_a_job(void) {
     opener_join(&o);
     CHECK_EQ(gate_finished(&sh.g), 1);
     CHECK_EQ(sh.returned, 0); /* abandoned, never resumed */
-    check_wait_threads_back_to(base);
+    check_wait_threads_back_to(base, 30);
     gate_destroy(&sh.g);
 }
 

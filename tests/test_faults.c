@@ -66,16 +66,6 @@ static const char *site_name(int site) {
 
 /* ---- what the process holds: fds and memory mappings ---- */
 
-static int count_entries(const char *dir) {
-    DIR *d = opendir(dir);
-    struct dirent *e;
-    int n = 0;
-    CHECK(d != NULL);
-    while ((e = readdir(d)) != NULL) n++;
-    closedir(d);
-    return n;
-}
-
 /* The sanitizers map memory for themselves as they go: mappings are counted without them. */
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
 #define COUNT_MAPPINGS 0
@@ -520,16 +510,16 @@ static unsigned long sweep_site(scenario_fn fn, evl_time stall, const fault *f, 
     CHECK_EQ(rc, 0);
     total = site_calls(f->site) - before;
     /* Counted after the clean run, which warmed up what libc keeps (thread stacks). */
-    fds = count_entries("/proc/self/fd");
+    fds = check_dir_count("/proc/self/fd");
     maps = count_lines("/proc/self/maps");
     for (nth = 1; nth <= total; nth++) {
         rc = run_with_fault(fn, stall, f, nth, &fired);
         if (rc == -EPROTO || (rc < 0 && !fired) || live_blocks != 0 ||
-            count_entries("/proc/self/fd") != fds || count_lines("/proc/self/maps") != maps) {
+            check_dir_count("/proc/self/fd") != fds || count_lines("/proc/self/maps") != maps) {
             fprintf(stderr, "%s call %lu of %lu failing with %s: result %s, fired %d, "
                     "%ld blocks live, fds %d (was %d), mappings %d (was %d)\n",
                     site_name(f->site), nth, total, evl_strerror(-f->error), evl_strerror(rc),
-                    fired, live_blocks, count_entries("/proc/self/fd"), fds,
+                    fired, live_blocks, check_dir_count("/proc/self/fd"), fds,
                     count_lines("/proc/self/maps"), maps);
             exit(1);
         }

@@ -457,7 +457,7 @@ static void shutdown_with_stuck_executor_job_is_bounded(void) {
     sx.g.open = 1;
     pthread_cond_broadcast(&sx.g.c);
     pthread_mutex_unlock(&sx.g.m);
-    check_wait_threads_back_to(base);
+    check_wait_threads_back_to(base, 30);
     pthread_mutex_lock(&sx.g.m);
     CHECK_EQ(sx.g.finished, 1);
     pthread_mutex_unlock(&sx.g.m);
@@ -519,7 +519,7 @@ static void shutdown_with_spent_grace_and_idle_workers(void) {
         CHECK_OK(evl_run(loop));
         CHECK_EQ(x.calls, 0); /* no job was running: nothing to report */
         CHECK_OK(evl_loop_close(loop));
-        check_wait_threads_back_to(base);
+        check_wait_threads_back_to(base, 30);
     }
     pthread_cond_destroy(&si.c);
     pthread_mutex_destroy(&si.m);

@@ -71,19 +71,6 @@ static void watchdog_start(unsigned seconds) {
     alarm((unsigned)((double)seconds * check_time_scale()) * (stress_full() ? 3u : 1u));
 }
 
-/* Open file descriptors, counted in /proc/self/fd (the directory's own fd cancels out between
-   two counts). */
-static int fd_count(void) {
-    DIR *d = opendir("/proc/self/fd");
-    struct dirent *e;
-    int n = 0;
-    CHECK(d != NULL);
-    while ((e = readdir(d)) != NULL)
-        if (e->d_name[0] != '.') n++;
-    closedir(d);
-    return n;
-}
-
 /* A line of /proc/self/status as a number ("VmHWM", "Threads"), or -1. */
 static long proc_status(const char *key) {
     FILE *f = fopen("/proc/self/status", "r");
@@ -120,15 +107,6 @@ static long threads_baseline(void) {
     CHECK_EQ(pthread_create(&t, NULL, threads_nothing, NULL), 0);
     CHECK_EQ(pthread_join(t, NULL), 0);
     return proc_status("Threads");
-}
-
-/* Executor workers are detached: they leave shortly after a shutdown returns. Waits up to
-   5 s for the process to be down to `threads` threads. */
-static long threads_settle(long threads) {
-    double deadline = mono_seconds() + 5.0 * check_time_scale();
-    long now;
-    while ((now = proc_status("Threads")) > threads && mono_seconds() < deadline) sleep_ns(1000000L);
-    return now;
 }
 
 static pthread_t start_thread(void *(*fn)(void *), void *arg) {
@@ -438,7 +416,7 @@ static void connections_10000_on_one_loop(void) {
         CHECK_OK(evl_loop_close(probe));
     }
     if (is_select) cs.n = 900;
-    fds_before = fd_count();
+    fds_before = check_dir_count("/proc/self/fd");
     cs.conns = (conn *)calloc(cs.n, sizeof *cs.conns);
     CHECK(cs.conns != NULL);
     cs.listen_fd = listen_loopback();
@@ -472,7 +450,7 @@ static void connections_10000_on_one_loop(void) {
     close(cs.listen_fd);
     close(gone[0]);
     free(cs.conns);
-    CHECK_EQ(fd_count(), fds_before);
+    CHECK_EQ(check_dir_count("/proc/self/fd"), fds_before);
 }
 
 /* ==== 3. 100 000 concurrent tasks ==== */
@@ -507,7 +485,7 @@ static void tasks_100000_concurrent(void) {
     evl_loop *loop;
     evl_task **tasks;
     size_t i;
-    int fds_before = fd_count();
+    int fds_before = check_dir_count("/proc/self/fd");
     double t0, t_spawned, t_done;
     long maps_peak;
     watchdog_start(120);
@@ -545,7 +523,7 @@ static void tasks_100000_concurrent(void) {
     evl_event_free(loop, ts.go);
     CHECK_OK(evl_loop_close(loop));
     free(tasks);
-    CHECK_EQ(fd_count(), fds_before);
+    CHECK_EQ(check_dir_count("/proc/self/fd"), fds_before);
 }
 
 static int task_return_zero(evl_loop *loop, void *arg) {
@@ -736,7 +714,7 @@ static void reuse_io_cb(evl_loop *loop, void *arg, int events) {
 
 static void fd_reuse_no_stale_event(void) {
     evl_loop *loop;
-    int fds_before = fd_count(), i;
+    int fds_before = check_dir_count("/proc/self/fd"), i;
     double t0, secs;
     watchdog_start(120);
     memset(&ru, 0, sizeof ru);
@@ -760,7 +738,7 @@ static void fd_reuse_no_stale_event(void) {
         close(ru.slot[i].r);
         close(ru.slot[i].w);
     }
-    CHECK_EQ(fd_count(), fds_before);
+    CHECK_EQ(check_dir_count("/proc/self/fd"), fds_before);
 }
 
 /* ==== 5. a 1 kHz signal storm with a 10 ms timer still on time ==== */
@@ -996,7 +974,7 @@ static void flood_shutdown_phase(evl_loop *loop) {
 }
 
 static void executor_flood_full_queue(void) {
-    int fds_before = fd_count();
+    int fds_before = check_dir_count("/proc/self/fd");
     long threads_before = threads_baseline();
     size_t i;
     double t0, secs;
@@ -1024,8 +1002,9 @@ static void executor_flood_full_queue(void) {
     flood_shutdown_phase(xf.loop);
     CHECK_OK(evl_loop_close(xf.loop));
     free(xf.runs);
-    CHECK_EQ(fd_count(), fds_before);
-    CHECK_EQ(threads_settle(threads_before), threads_before);
+    CHECK_EQ(check_dir_count("/proc/self/fd"), fds_before);
+    check_wait_threads_back_to((int)threads_before, 5);
+    CHECK_EQ(check_thread_count(), threads_before);
 }
 
 /* The same flood from tasks with evl_executor_run, which waits for queue room instead of
@@ -1062,7 +1041,7 @@ static void executor_run_backpressure(void) {
     evl_loop *loop;
     size_t i, total;
     double t0, secs;
-    int fds_before = fd_count();
+    int fds_before = check_dir_count("/proc/self/fd");
     long threads_before = threads_baseline();
     watchdog_start(120);
     memset(&xr, 0, sizeof xr);
@@ -1089,8 +1068,9 @@ static void executor_run_backpressure(void) {
     /* evl_loop_close shuts the default executor down and waits for its threads. */
     CHECK_OK(evl_loop_close(loop));
     free(xr.runs);
-    CHECK_EQ(fd_count(), fds_before);
-    CHECK_EQ(threads_settle(threads_before), threads_before);
+    CHECK_EQ(check_dir_count("/proc/self/fd"), fds_before);
+    check_wait_threads_back_to((int)threads_before, 5);
+    CHECK_EQ(check_thread_count(), threads_before);
 }
 
 static const check_case cases[] = {

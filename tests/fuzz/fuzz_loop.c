@@ -1059,10 +1059,9 @@ static void act_fut_on_done(void) {
     else M.futures[f].ondone[M.futures[f].nondone++] = id;
 }
 
-/* Freeing a future while tasks wait on it is safe: they get -ECANCELED. Its on_done
-   callbacks never run. A new pending future takes its place. */
-static void act_fut_renew(void) {
-    int f = (int)(take() % MAX_FUTURES);
+/* Frees the future in slot f: the tasks waiting on it get -ECANCELED, its on_done callbacks
+   never run, and the slot's model starts a new generation. */
+static void future_slot_free(int f) {
     mfuture *m = &M.futures[f];
     evl_future_free(H.loop, H.futures[f]);
     while (m->nwait) {
@@ -1072,6 +1071,13 @@ static void act_fut_renew(void) {
     }
     memset(m, 0, sizeof *m);
     M.fut_gen[f]++;
+}
+
+/* Freeing a future while tasks wait on it is safe: they get -ECANCELED. Its on_done
+   callbacks never run. A new pending future takes its place. */
+static void act_fut_renew(void) {
+    int f = (int)(take() % MAX_FUTURES);
+    future_slot_free(f);
     CHECK(evl_future_new(H.loop, &H.futures[f]) == 0, "evl_future_new failed");
 }
 
@@ -1310,16 +1316,8 @@ static int xjob_new(int run, int who) {
    -ECANCELED; a job behind it is orphaned), the job's future takes the slot. */
 static void act_exec_submit(void) {
     int f = (int)(take() % MAX_FUTURES), j;
-    mfuture *m = &M.futures[f];
     if (restricted() || H.nxjobs >= MAX_XJOBS) return;
-    evl_future_free(H.loop, H.futures[f]);
-    while (m->nwait) {
-        int t = m->waiters[0];
-        mfuture_remove_waiter(m, t);
-        mtask_wake(t, -ECANCELED, NULL);
-    }
-    memset(m, 0, sizeof *m);
-    M.fut_gen[f]++;
+    future_slot_free(f);
     j = xjob_new(0, f);
     M.xjobs[j].fgen = M.fut_gen[f];
     CHECK(evl_executor_submit(H.loop, xjob_fn, (void *)(intptr_t)j, &H.futures[f]) == 0,
