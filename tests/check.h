@@ -1,9 +1,12 @@
 /* check.h - the tiny test framework of evloop's C test programs.
 
-   A test program defines its cases with CHECK_CASE, lists them in a table and hands the table
-   to check_main. The Python harness (tests/test_*.py) asks each program for its cases
-   (--list) and runs each case as its own process once per backend (EVLOOP_BACKEND), so a
-   crash or a hang fails one case only. A failed check prints where and why and exits 1. */
+   A test program defines each case as a function `static void name(void)`, lists them in a
+   table `static const check_case cases[] = {{"name", name}, ...};` and ends with
+   CHECK_MAIN(cases), a main that hands the table to check_main (test_tasks.c writes its own
+   main around check_main instead, to keep a case out of the no-argument run). The harness
+   (tests/programs.py, tests/harness.py) finds every tests/test_*.c, asks each program for its
+   cases (--list) and runs each case as its own process once per backend (EVLOOP_BACKEND), so
+   a crash or a hang fails one case only. A failed check prints where and why and exits 1. */
 #ifndef EVL_TEST_CHECK_H
 #define EVL_TEST_CHECK_H
 

@@ -4,7 +4,10 @@ The C test programs are built by `make` into $EVL_BUILD (default build/) and eac
 program runs as its own process, once per backend the machine has, with a timeout. Set
 EVL_TEST_WRAPPER to run every case under a tool (valgrind), EVL_TEST_EMULATOR to run every
 program under an emulator (qemu-user, for other architectures), EVL_TEST_BACKENDS to restrict
-the backends (comma-separated), and EVL_TEST_TIMEOUT_SCALE to give slow tools more time."""
+the backends (comma-separated), EVL_TEST_TIMEOUT_SCALE to give slow tools more time, and
+EVL_TEST_SKIP_PROGRAMS to leave programs out (comma-separated). Which programs there are, and
+the few settings that differ between them, is tests/programs.py; tests/README.md tells how to
+add a case, a program or an example test."""
 import os
 import re
 import shlex
@@ -139,15 +142,28 @@ def backends():
     return [b for b in out if not ONLY_BACKENDS or b in ONLY_BACKENDS]
 
 
-def add_cases(cls, prog, timeout=30, only_backends=None, exclude=(), not_wrapped=None):
+_cases = {}
+
+
+def cases(prog):
+    """The case names the C program `prog` lists (`prog --list`), asked once per run."""
+    if prog not in _cases:
+        build()
+        r = run([program(prog), "--list"], wrap=False)
+        if r.returncode != 0 or not r.stdout.split():
+            raise RuntimeError("%s --list failed (exit %d): %s%s"
+                               % (prog, r.returncode, r.stdout, r.stderr))
+        _cases[prog] = r.stdout.split()
+    return _cases[prog]
+
+
+def add_cases(cls, prog, timeout=30, exclude=(), not_wrapped=None):
     """Adds one test method per case of the C program `prog` and per backend to cls, except
     the cases named in `exclude` (those the caller runs its own way). not_wrapped maps the
     cases a wrapper tool cannot run to the reason, which the skip gives."""
     not_wrapped = not_wrapped or {}
-    build()
-    names = [n for n in run([program(prog), "--list"], wrap=False).stdout.split()
-             if n not in exclude]
-    for backend in only_backends or backends():
+    names = [n for n in cases(prog) if n not in exclude]
+    for backend in backends():
         for name in names:
             def method(self, name=name, backend=backend):
                 if WRAPPER and name in not_wrapped:

@@ -1,22 +1,21 @@
 """The error boundary, debug mode and observability tests (tests/test_debug.c): every case on
-every backend, as its own process, except the two children, which run below so their output
-can be checked: EVLOOP_DEBUG in the environment turns debug mode on (env_debug_child), and the
-default exception handler writes one line to stderr (default_handler_child)."""
+every backend, as its own process (class DebugCases, registered by programs.register), except
+the two children, which run below so their output can be checked: EVLOOP_DEBUG in the
+environment turns debug mode on (env_debug_child), and the default exception handler writes
+one line to stderr (default_handler_child)."""
 import os
 import subprocess
 import unittest
 
 import harness
+import programs
 
 PROG = "test_debug"
-CHILDREN = ("env_debug_child", "default_handler_child")
 
-
-class DebugCases(unittest.TestCase):
-    """The cases of tests/test_debug.c on every backend."""
-
-
-harness.add_cases(DebugCases, PROG, timeout=30, exclude=CHILDREN)
+# DebugCases; the children are excluded from it in tests/programs.py, since they run below.
+programs.register(globals())
+SKIPPED = unittest.skipIf(PROG in programs.skipped(),
+                          "EVL_TEST_SKIP_PROGRAMS leaves %s out" % PROG)
 
 
 def run_child(case, backend, set_env=None, unset=()):
@@ -42,6 +41,7 @@ def parse(stdout):
     return out
 
 
+@SKIPPED
 class EnvironmentDebug(unittest.TestCase):
     """EVLOOP_DEBUG turns debug mode on for a loop made with a default config (NULL, or
     evl_config_init's debug = -1); an explicit debug = 0 or 1 in the config wins over it."""
@@ -82,6 +82,7 @@ class EnvironmentDebug(unittest.TestCase):
                 self.check(backend, {"EVLOOP_DEBUG": value}, (), 0)
 
 
+@SKIPPED
 class DefaultExceptionHandler(unittest.TestCase):
     """A failing detached task with no handler set: the default handler writes exactly one line
     to stderr (through the default log), with the message, the task's name and the error text

@@ -12,23 +12,10 @@ import time
 import unittest
 
 import harness
+import programs
 
-
-class ExecutorCases(unittest.TestCase):
-    """The cases of tests/test_executor.c on every backend."""
-
-
-class SignalCases(unittest.TestCase):
-    """The cases of tests/test_signals.c on every backend."""
-
-
-class ShutdownCases(unittest.TestCase):
-    """The cases of tests/test_shutdown.c on every backend."""
-
-
-harness.add_cases(ExecutorCases, "test_executor", timeout=90)
-harness.add_cases(SignalCases, "test_signals", timeout=30)
-harness.add_cases(ShutdownCases, "test_shutdown", timeout=30)
+# ExecutorCases (90 s per case), SignalCases and ShutdownCases: see tests/programs.py.
+programs.register(globals())
 
 
 class Bootstrap:

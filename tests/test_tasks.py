@@ -1,27 +1,29 @@
-"""The task tests (tests/test_tasks.c): every case on every backend, as its own process, except
-overflow_child, which overflows a task's stack on purpose. That one runs alone below: the
-process must die by SIGSEGV after evloop's handler has named the task and its stack size."""
-import os
+"""The task tests (tests/test_tasks.c): every case on every backend, as its own process (class
+TaskCases, registered by programs.register), except overflow_child, which overflows a task's
+stack on purpose. That one runs alone below: the process must die by SIGSEGV after evloop's
+handler has named the task and its stack size."""
+import shlex
 import signal
 import subprocess
 import unittest
 
 import harness
+import programs
 
 PROG = "test_tasks"
 
-
-class TaskCases(unittest.TestCase):
-    """The cases of tests/test_tasks.c on every backend."""
-
-
-harness.add_cases(TaskCases, PROG, timeout=30, exclude=("overflow_child",))
+# TaskCases; overflow_child is excluded from it in tests/programs.py, since it runs below.
+programs.register(globals())
 
 
 def _under_asan():
-    return "asan" in os.environ.get("EVL_BUILD", "")
+    """Whether the programs were built with AddressSanitizer (EVL_SANFLAGS, which the
+    Makefile's test target passes on), which installs its own SIGSEGV handler."""
+    return any(flag.startswith("-fsanitize=") and "address" in flag[len("-fsanitize="):].split(",")
+               for flag in shlex.split(harness.SANFLAGS))
 
 
+@unittest.skipIf(PROG in programs.skipped(), "EVL_TEST_SKIP_PROGRAMS leaves %s out" % PROG)
 class StackOverflow(unittest.TestCase):
     """A task that overflows its stack is reported by name and stack size, then the process
     dies the default way (SIGSEGV), whatever the backend."""
