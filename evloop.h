@@ -528,8 +528,11 @@ EVL_API const char *evl_backend_name(const evl_loop *loop);
 EVL_API void evl_set_debug(evl_loop *loop, int on);
 /* 1 if debug mode is on. Thread-safe. */
 EVL_API int evl_get_debug(const evl_loop *loop);
-/* A static description of a negative errno (or 0). Thread-safe. */
+/* A static description of a negative errno (or 0); "unknown error" for what no errno is.
+   Thread-safe. */
 EVL_API const char *evl_strerror(int err);
+/* The errno's name ("EBADF" for -EBADF), or "unknown". Thread-safe. */
+EVL_API const char *evl_errname(int err);
 /* Queues cb(loop, arg) to run in the next drain, FIFO. Loop thread only. */
 EVL_API int evl_call_soon(evl_loop *loop, evl_cb cb, void *arg);
 /* Queues cb(loop, arg) from any thread and wakes the loop. Thread-safe. */
@@ -659,8 +662,9 @@ EVL_API int evl_sleep(evl_loop *loop, evl_time delay);
 EVL_API evl_time evl_deadline(evl_loop *loop, evl_time at);
 /* Puts back a deadline returned by evl_deadline (EVL_FOREVER: none). Task only. */
 EVL_API void evl_deadline_restore(evl_loop *loop, evl_time old);
-/* Opens a shield: until the matching end, cancellation and deadlines do not interrupt the
-   task's suspensions (they apply again afterwards). Nests. Task only. */
+/* Opens a shield: until the matching end, cancellation and the deadlines set before it do not
+   interrupt the task's suspensions (they apply again afterwards); a deadline set inside it
+   does. Nests. Task only. */
 EVL_API void evl_shield_begin(evl_loop *loop);
 /* Closes the innermost shield. Task only. */
 EVL_API void evl_shield_end(evl_loop *loop);
@@ -686,11 +690,30 @@ EVL_API void evl_future_free(evl_loop *loop, evl_future *f);
 
 /* Task groups: structured concurrency. */
 typedef struct evl_group evl_group;
+/* The first failure in a group: what evl_group_wait returned, and which task it came from. */
+typedef struct evl_group_failure {
+    int error;            /* the task's result (a negative errno); 0: no task failed */
+    size_t failures;      /* how many tasks of the group failed (-ECANCELED is not a failure) */
+    char task_name[32];   /* the first failed task's name */
+    const char *file;     /* its spawn site in debug mode, else NULL */
+    int line;
+} evl_group_failure;
 /* Creates an empty group. Loop thread only. */
 EVL_API int evl_group_new(evl_loop *loop, evl_group **out);
 /* Spawns a task owned by g. Loop thread only. */
 EVL_API int evl_group_spawn(evl_loop *loop, evl_group *g, evl_task_fn fn, void *arg,
                             const evl_task_opts *opts);
+/* evl_group_spawn that also stores the task in *out: valid to cancel or name it until it
+   finishes (a group's task cannot be joined: the group collects it). Loop thread only. */
+EVL_API int evl_group_spawn_task(evl_loop *loop, evl_group *g, evl_task **out, evl_task_fn fn,
+                                 void *arg, const evl_task_opts *opts);
+/* Cancels every task still running in g, and those spawned into it later: a group stopped on
+   purpose has not failed, so evl_group_wait returns 0 (or a failure that came first). Loop
+   thread only. */
+EVL_API void evl_group_cancel(evl_loop *loop, evl_group *g);
+/* The group's first failure: returns its error (0: none) and fills *out (may be NULL). Loop
+   thread only. */
+EVL_API int evl_group_first_failure(const evl_group *g, evl_group_failure *out);
 /* Waits for every task of g; the first failure cancels the others and is returned; a cancelled
    waiter cancels the tasks, waits for them, and returns -ECANCELED. Task only. */
 EVL_API int evl_group_wait(evl_loop *loop, evl_group *g);
@@ -739,6 +762,9 @@ EVL_API int evl_queue_get(evl_loop *loop, evl_queue *q, void **item);
 EVL_API int evl_queue_try_get(evl_loop *loop, evl_queue *q, void **item);
 /* The number of items queued. Loop thread only. */
 EVL_API size_t evl_queue_len(const evl_queue *q);
+/* Ends the stream: every put from now on, and every put waiting, returns -EPIPE; gets take
+   the items left, then return -EPIPE. Loop thread only. */
+EVL_API void evl_queue_close(evl_loop *loop, evl_queue *q);
 /* Frees q (the items are the caller's); waiters get -ECANCELED. Loop thread only. */
 EVL_API void evl_queue_free(evl_loop *loop, evl_queue *q);
 
@@ -746,9 +772,19 @@ EVL_API void evl_queue_free(evl_loop *loop, evl_queue *q);
    cancellation and deadline. Task only; outside a task they return -EPERM. */
 /* Waits until fd is ready for events; returns the ready events. */
 EVL_API int evl_wait_io(evl_loop *loop, int fd, int events);
+#endif /* EVL_NO_TASKS */
+/* Closes fd the safe way: every task waiting on it (in any task I/O call) wakes with -EBADF
+   at once, its I/O watchers stop, then close(2); returns close's result. A plain close(2) of
+   an fd a task waits on is a bug (on epoll the task would sleep forever). Loop thread only. */
+EVL_API int evl_close(evl_loop *loop, int fd);
+#ifndef EVL_NO_TASKS
 /* read(2) that waits for data; 0 at end of file. */
 EVL_API ssize_t evl_read(evl_loop *loop, int fd, void *buf, size_t len);
-/* Writes all of buf, waiting for room as needed; returns len. */
+/* write(2) that waits for room; returns what one write took (1 to len bytes), so a caller that
+   must know how much went out before a failure (a cancel, a deadline, a reset) loops over it. */
+EVL_API ssize_t evl_write(evl_loop *loop, int fd, const void *buf, size_t len);
+/* Writes all of buf, waiting for room as needed; returns len. A failure part way returns the
+   error alone: use evl_write to learn how much went out. */
 EVL_API ssize_t evl_write_all(evl_loop *loop, int fd, const void *buf, size_t len);
 /* accept(2) that waits for a connection; the new fd is non-blocking and close-on-exec. */
 EVL_API int evl_accept(evl_loop *loop, int listen_fd, struct sockaddr *addr, socklen_t *len);
@@ -770,12 +806,20 @@ EVL_API ssize_t evl_sendto(evl_loop *loop, int fd, const void *buf, size_t len, 
 typedef struct evl_executor evl_executor;
 typedef void *(*evl_work_fn)(void *arg);
 /* Runs fn(arg) on the default pool and suspends the task until it returns; waits for queue
-   room when the queue is full. Cancelled while queued: the job never runs; while running: its
-   result is dropped. Task only. */
+   room when the queue is full. Returns only once the job has returned (or never ran), so arg
+   may point into the task's stack. Cancelled or past its deadline while queued: the job never
+   runs; while running: the job is asked to stop (evl_executor_cancelled), the task waits for
+   it, and returns -ECANCELED or -ETIMEDOUT without its result. Task only. */
 EVL_API int evl_executor_run(evl_loop *loop, evl_work_fn fn, void *arg, void **result);
-/* Queues fn(arg) on the default pool; *out completes with status 0 and the result (cancel the
-   future to cancel the job). -EAGAIN when the queue is full. Loop thread only. */
+/* Queues fn(arg) on the default pool; *out completes with status 0 and the result once the job
+   has returned. Cancelling the future drops a queued job at once; a running one is asked to
+   stop and the future completes (-ECANCELED) when it returns. evl_future_set on it is
+   -EBUSY. -EAGAIN when the queue is full. Loop thread only. */
 EVL_API int evl_executor_submit(evl_loop *loop, evl_work_fn fn, void *arg, evl_future **out);
+/* In a job, on its worker thread: 1 once the job was asked to stop (its task was cancelled or
+   passed its deadline, its future was cancelled, or its pool shut down past its deadline), so
+   a long job can return early; 0 otherwise, and outside a job. Thread-safe. */
+EVL_API int evl_executor_cancelled(void);
 /* Creates another pool of `threads` threads (0: min(32, ncpu + 4)) and `queue` queued jobs
    (0: 1024), freed at evl_loop_close or by evl_executor_shutdown. Loop thread only. */
 EVL_API int evl_executor_new(evl_loop *loop, evl_executor **out, int threads, int queue);
@@ -785,8 +829,9 @@ EVL_API int evl_executor_run_on(evl_loop *loop, evl_executor *ex, evl_work_fn fn
 /* evl_executor_submit on a given pool. Loop thread only. */
 EVL_API int evl_executor_submit_on(evl_loop *loop, evl_executor *ex, evl_work_fn fn, void *arg,
                                    evl_future **out);
-/* Cancels the queued jobs, waits up to `timeout` for the running ones, reports a job still
-   running then (and abandons its thread), frees ex; 0 or -ETIMEDOUT. Never hangs. Loop thread. */
+/* Cancels the queued jobs, waits up to `timeout` for the running ones, and frees ex; 0 or
+   -ETIMEDOUT. Never hangs: a job still running then is reported and asked to stop, and whoever
+   waits for it (a task, a future) hears -ECANCELED when it returns. Loop thread only. */
 EVL_API int evl_executor_shutdown(evl_loop *loop, evl_executor *ex, evl_time timeout);
 #endif
 
@@ -841,6 +886,9 @@ EVL_API int evl_task_spawn_at(evl_loop *loop, evl_task **out, evl_task_fn fn, vo
                               const evl_task_opts *opts, const char *file, int line);
 EVL_API int evl_group_spawn_at(evl_loop *loop, evl_group *g, evl_task_fn fn, void *arg,
                                const evl_task_opts *opts, const char *file, int line);
+EVL_API int evl_group_spawn_task_at(evl_loop *loop, evl_group *g, evl_task **out, evl_task_fn fn,
+                                    void *arg, const evl_task_opts *opts, const char *file,
+                                    int line);
 #endif
 #ifndef EVL_NO_SITE_MACROS
 #define evl_call_soon(loop, cb, arg) evl_call_soon_at(loop, cb, arg, __FILE__, __LINE__)
@@ -851,6 +899,8 @@ EVL_API int evl_group_spawn_at(evl_loop *loop, evl_group *g, evl_task_fn fn, voi
     evl_task_spawn_at(loop, out, fn, arg, opts, __FILE__, __LINE__)
 #define evl_group_spawn(loop, g, fn, arg, opts) \
     evl_group_spawn_at(loop, g, fn, arg, opts, __FILE__, __LINE__)
+#define evl_group_spawn_task(loop, g, out, fn, arg, opts) \
+    evl_group_spawn_task_at(loop, g, out, fn, arg, opts, __FILE__, __LINE__)
 #endif
 #endif
 
@@ -1098,7 +1148,8 @@ struct evl_task {
     void *wake_value;          /* what a wakeup handed over (a future's value, a queue item) */
     void *wait_item;           /* a waiting evl_queue_put's item */
     int cancelled, shield, detached;
-    evl_time deadline;
+    evl_time deadline;         /* the deadline outside every shield */
+    evl_time shield_deadline;  /* the one set inside the open shields (they nest) */
     evl_timer sleep_timer, deadline_timer;
     evl_io io;
     evl__waitq *wq;            /* the wait list the task is in, if any */
@@ -1109,6 +1160,7 @@ struct evl_task {
     evl_task *gnext, *gprev;   /* siblings in the group */
     evl_task *next, *prev;     /* the loop's task list (the free FIFO once released) */
     evl__stack stack;
+    struct evl__xjob *job;     /* the executor job it waits for (evl_executor_run) */
     void *tsan_fiber;
     unsigned long long id;
     const char *file;          /* spawn site (debug reports), or NULL */
@@ -1169,6 +1221,7 @@ struct evl_loop {
     int async_pending;          /* atomic */
 #if !defined(EVL_NO_TASKS) && !defined(EVL_NO_THREADS)
     evl_executor *executors, *default_executor;
+    evl_executor *executors_abandoned;  /* shut down with jobs still running */
     int executor_threads, executor_queue;
 #endif
     size_t jobs_in_flight;      /* executor jobs not yet completed (keep evl_run alive) */
@@ -1255,6 +1308,9 @@ struct evl__backend {
 };
 
 #define EVL__REG_UNKNOWN (-1)
+/* A backend adds this to an fd's events when the fd turned out to be closed behind the
+   loop's back (poll's POLLNVAL, select's EBADF): debug mode says so. */
+#define EVL__IO_CLOSED 4
 static void evl__io_feed(evl_loop *loop, int fd, int events);
 static void evl__async_dispatch(evl_loop *loop);
 static void evl__shutdown_task_done(evl_loop *loop);
@@ -1262,7 +1318,8 @@ static void evl__close_hooks_run(evl_loop *loop);
 #if !defined(EVL_NO_TASKS) && !defined(EVL_NO_THREADS)
 static void evl__executor_gauges(const evl_loop *loop, evl_stats *out);
 static void evl__executors_shutdown(evl_loop *loop, evl_time timeout);
-static void evl__executors_orphan_waiters(evl_loop *loop);
+static void evl__executor_keep_stack(evl_task *t);
+static void evl__executors_detach(evl_loop *loop);
 #endif
 #ifndef EVL_NO_SIGNALS
 static void evl__signals_close(evl_loop *loop);
@@ -1339,6 +1396,268 @@ static int evl__fault(evl_fault_site site) {
 #endif
 
 /* ==== >>log and errors ==== */
+/* Every errno the C library names, with its name and a message: one table, so evl_strerror and
+   evl_errname cannot disagree. POSIX's codes are always there; the others only where the
+   platform defines them. Aliases (EWOULDBLOCK, EDEADLOCK, and EOPNOTSUPP where it equals
+   ENOTSUP) share a number with a code listed first, so the lookup finds that one. */
+typedef struct evl__errno_entry {
+    int code;
+    const char *name, *message;
+} evl__errno_entry;
+
+#define EVL__ERRNO(code, message) {code, #code, message}
+static const evl__errno_entry evl__errnos[] = {
+    {0, "0", "success"},
+    EVL__ERRNO(E2BIG, "argument list too long"),
+    EVL__ERRNO(EACCES, "permission denied"),
+    EVL__ERRNO(EADDRINUSE, "address already in use"),
+    EVL__ERRNO(EADDRNOTAVAIL, "address not available"),
+    EVL__ERRNO(EAFNOSUPPORT, "address family not supported"),
+    EVL__ERRNO(EAGAIN, "resource temporarily unavailable"),
+    EVL__ERRNO(EALREADY, "operation already in progress"),
+    EVL__ERRNO(EBADF, "bad file descriptor"),
+    EVL__ERRNO(EBADMSG, "bad message"),
+    EVL__ERRNO(EBUSY, "device or resource busy"),
+    EVL__ERRNO(ECANCELED, "operation canceled"),
+    EVL__ERRNO(ECHILD, "no child processes"),
+    EVL__ERRNO(ECONNABORTED, "connection aborted"),
+    EVL__ERRNO(ECONNREFUSED, "connection refused"),
+    EVL__ERRNO(ECONNRESET, "connection reset by peer"),
+    EVL__ERRNO(EDEADLK, "resource deadlock avoided"),
+    EVL__ERRNO(EDESTADDRREQ, "destination address required"),
+    EVL__ERRNO(EDOM, "argument out of domain"),
+    EVL__ERRNO(EDQUOT, "disk quota exceeded"),
+    EVL__ERRNO(EEXIST, "already exists"),
+    EVL__ERRNO(EFAULT, "bad address"),
+    EVL__ERRNO(EFBIG, "file too large"),
+    EVL__ERRNO(EHOSTUNREACH, "no route to host"),
+    EVL__ERRNO(EIDRM, "identifier removed"),
+    EVL__ERRNO(EILSEQ, "invalid or incomplete multibyte or wide character"),
+    EVL__ERRNO(EINPROGRESS, "operation in progress"),
+    EVL__ERRNO(EINTR, "interrupted system call"),
+    EVL__ERRNO(EINVAL, "invalid argument"),
+    EVL__ERRNO(EIO, "input/output error"),
+    EVL__ERRNO(EISCONN, "socket is already connected"),
+    EVL__ERRNO(EISDIR, "is a directory"),
+    EVL__ERRNO(ELOOP, "too many levels of symbolic links"),
+    EVL__ERRNO(EMFILE, "too many open files"),
+    EVL__ERRNO(EMLINK, "too many links"),
+    EVL__ERRNO(EMSGSIZE, "message too long"),
+    EVL__ERRNO(EMULTIHOP, "multihop attempted"),
+    EVL__ERRNO(ENAMETOOLONG, "file name too long"),
+    EVL__ERRNO(ENETDOWN, "network is down"),
+    EVL__ERRNO(ENETRESET, "connection reset by the network"),
+    EVL__ERRNO(ENETUNREACH, "network is unreachable"),
+    EVL__ERRNO(ENFILE, "too many open files in system"),
+    EVL__ERRNO(ENOBUFS, "no buffer space available"),
+    EVL__ERRNO(ENODEV, "no such device"),
+    EVL__ERRNO(ENOENT, "no such file or directory"),
+    EVL__ERRNO(ENOEXEC, "exec format error"),
+    EVL__ERRNO(ENOLCK, "no locks available"),
+    EVL__ERRNO(ENOLINK, "link has been severed"),
+    EVL__ERRNO(ENOMEM, "out of memory"),
+    EVL__ERRNO(ENOMSG, "no message of the desired type"),
+    EVL__ERRNO(ENOPROTOOPT, "protocol not available"),
+    EVL__ERRNO(ENOSPC, "no space left"),
+    EVL__ERRNO(ENOSYS, "not implemented, or not available in this build or on this platform"),
+    EVL__ERRNO(ENOTCONN, "socket is not connected"),
+    EVL__ERRNO(ENOTDIR, "not a directory"),
+    EVL__ERRNO(ENOTEMPTY, "directory not empty"),
+    EVL__ERRNO(ENOTSOCK, "not a socket"),
+    EVL__ERRNO(ENOTSUP, "operation not supported"),
+    EVL__ERRNO(ENOTTY, "inappropriate ioctl for device"),
+    EVL__ERRNO(ENXIO, "no such device or address"),
+    EVL__ERRNO(EOPNOTSUPP, "operation not supported on socket"),
+    EVL__ERRNO(EOVERFLOW, "value too large"),
+    EVL__ERRNO(EPERM, "operation not permitted"),
+    EVL__ERRNO(EPIPE, "broken pipe"),
+    EVL__ERRNO(EPROTO, "protocol error"),
+    EVL__ERRNO(EPROTONOSUPPORT, "protocol not supported"),
+    EVL__ERRNO(EPROTOTYPE, "protocol wrong type for socket"),
+    EVL__ERRNO(ERANGE, "result out of range (for the select backend: fd at or above FD_SETSIZE)"),
+    EVL__ERRNO(EROFS, "read-only file system"),
+    EVL__ERRNO(ESPIPE, "illegal seek"),
+    EVL__ERRNO(ESRCH, "no such process or task"),
+    EVL__ERRNO(ESTALE, "stale file handle"),
+    EVL__ERRNO(ETIMEDOUT, "timed out"),
+    EVL__ERRNO(ETXTBSY, "text file busy"),
+    EVL__ERRNO(EXDEV, "cross-device link"),
+#ifdef EOWNERDEAD
+    EVL__ERRNO(EOWNERDEAD, "owner died"),
+#endif
+#ifdef ENOTRECOVERABLE
+    EVL__ERRNO(ENOTRECOVERABLE, "state not recoverable"),
+#endif
+#ifdef ENODATA
+    EVL__ERRNO(ENODATA, "no data available"),
+#endif
+#ifdef ENOSR
+    EVL__ERRNO(ENOSR, "out of streams resources"),
+#endif
+#ifdef ENOSTR
+    EVL__ERRNO(ENOSTR, "device not a stream"),
+#endif
+#ifdef ETIME
+    EVL__ERRNO(ETIME, "timer expired"),
+#endif
+#ifdef ENOTBLK
+    EVL__ERRNO(ENOTBLK, "block device required"),
+#endif
+#ifdef ESHUTDOWN
+    EVL__ERRNO(ESHUTDOWN, "shutting down"),
+#endif
+#ifdef ETOOMANYREFS
+    EVL__ERRNO(ETOOMANYREFS, "too many references"),
+#endif
+#ifdef EHOSTDOWN
+    EVL__ERRNO(EHOSTDOWN, "host is down"),
+#endif
+#ifdef EUSERS
+    EVL__ERRNO(EUSERS, "too many users"),
+#endif
+#ifdef EREMOTE
+    EVL__ERRNO(EREMOTE, "object is remote"),
+#endif
+#ifdef ESOCKTNOSUPPORT
+    EVL__ERRNO(ESOCKTNOSUPPORT, "socket type not supported"),
+#endif
+#ifdef EPFNOSUPPORT
+    EVL__ERRNO(EPFNOSUPPORT, "protocol family not supported"),
+#endif
+#ifdef EPROCLIM
+    EVL__ERRNO(EPROCLIM, "too many processes"),
+#endif
+#ifdef EBADRPC
+    EVL__ERRNO(EBADRPC, "RPC struct is bad"),
+#endif
+#ifdef ERPCMISMATCH
+    EVL__ERRNO(ERPCMISMATCH, "RPC version wrong"),
+#endif
+#ifdef EPROGUNAVAIL
+    EVL__ERRNO(EPROGUNAVAIL, "RPC program not available"),
+#endif
+#ifdef EPROGMISMATCH
+    EVL__ERRNO(EPROGMISMATCH, "program version wrong"),
+#endif
+#ifdef EPROCUNAVAIL
+    EVL__ERRNO(EPROCUNAVAIL, "bad procedure for program"),
+#endif
+#ifdef EFTYPE
+    EVL__ERRNO(EFTYPE, "inappropriate file type or format"),
+#endif
+#ifdef EAUTH
+    EVL__ERRNO(EAUTH, "authentication error"),
+#endif
+#ifdef ENEEDAUTH
+    EVL__ERRNO(ENEEDAUTH, "need authenticator"),
+#endif
+#ifdef ENOATTR
+    EVL__ERRNO(ENOATTR, "attribute not found"),
+#endif
+#ifdef EDOOFUS
+    EVL__ERRNO(EDOOFUS, "programming error"),
+#endif
+#ifdef ENOTCAPABLE
+    EVL__ERRNO(ENOTCAPABLE, "capabilities insufficient"),
+#endif
+#ifdef ECAPMODE
+    EVL__ERRNO(ECAPMODE, "not permitted in capability mode"),
+#endif
+#ifdef EINTEGRITY
+    EVL__ERRNO(EINTEGRITY, "integrity check failed"),
+#endif
+#ifdef EPWROFF
+    EVL__ERRNO(EPWROFF, "device power is off"),
+#endif
+#ifdef EDEVERR
+    EVL__ERRNO(EDEVERR, "device error"),
+#endif
+#ifdef EBADEXEC
+    EVL__ERRNO(EBADEXEC, "bad executable"),
+#endif
+#ifdef EBADARCH
+    EVL__ERRNO(EBADARCH, "bad CPU type in executable"),
+#endif
+#ifdef ESHLIBVERS
+    EVL__ERRNO(ESHLIBVERS, "shared library version mismatch"),
+#endif
+#ifdef EBADMACHO
+    EVL__ERRNO(EBADMACHO, "malformed Mach-o file"),
+#endif
+#ifdef ENOPOLICY
+    EVL__ERRNO(ENOPOLICY, "no such policy registered"),
+#endif
+#ifdef EQFULL
+    EVL__ERRNO(EQFULL, "interface output queue is full"),
+#endif
+#if defined(__linux__)
+    EVL__ERRNO(ECHRNG, "channel number out of range"),
+    EVL__ERRNO(EL2NSYNC, "level 2 not synchronized"),
+    EVL__ERRNO(EL3HLT, "level 3 halted"),
+    EVL__ERRNO(EL3RST, "level 3 reset"),
+    EVL__ERRNO(ELNRNG, "link number out of range"),
+    EVL__ERRNO(EUNATCH, "protocol driver not attached"),
+    EVL__ERRNO(ENOCSI, "no CSI structure available"),
+    EVL__ERRNO(EL2HLT, "level 2 halted"),
+    EVL__ERRNO(EBADE, "invalid exchange"),
+    EVL__ERRNO(EBADR, "invalid request descriptor"),
+    EVL__ERRNO(EXFULL, "exchange full"),
+    EVL__ERRNO(ENOANO, "no anode"),
+    EVL__ERRNO(EBADRQC, "invalid request code"),
+    EVL__ERRNO(EBADSLT, "invalid slot"),
+    EVL__ERRNO(EBFONT, "bad font file format"),
+    EVL__ERRNO(ENONET, "machine is not on the network"),
+    EVL__ERRNO(ENOPKG, "package not installed"),
+    EVL__ERRNO(EADV, "advertise error"),
+    EVL__ERRNO(ESRMNT, "srmount error"),
+    EVL__ERRNO(ECOMM, "communication error on send"),
+    EVL__ERRNO(EDOTDOT, "RFS specific error"),
+    EVL__ERRNO(ENOTUNIQ, "name not unique on network"),
+    EVL__ERRNO(EBADFD, "file descriptor in bad state"),
+    EVL__ERRNO(EREMCHG, "remote address changed"),
+    EVL__ERRNO(ELIBACC, "cannot access a needed shared library"),
+    EVL__ERRNO(ELIBBAD, "accessing a corrupted shared library"),
+    EVL__ERRNO(ELIBSCN, ".lib section in a.out corrupted"),
+    EVL__ERRNO(ELIBMAX, "attempting to link in too many shared libraries"),
+    EVL__ERRNO(ELIBEXEC, "cannot exec a shared library directly"),
+    EVL__ERRNO(ERESTART, "interrupted system call should be restarted"),
+    EVL__ERRNO(ESTRPIPE, "streams pipe error"),
+    EVL__ERRNO(EUCLEAN, "structure needs cleaning"),
+    EVL__ERRNO(ENOTNAM, "not a XENIX named type file"),
+    EVL__ERRNO(ENAVAIL, "no XENIX semaphores available"),
+    EVL__ERRNO(EISNAM, "is a named type file"),
+    EVL__ERRNO(EREMOTEIO, "remote I/O error"),
+    EVL__ERRNO(ENOMEDIUM, "no medium found"),
+    EVL__ERRNO(EMEDIUMTYPE, "wrong medium type"),
+    EVL__ERRNO(ENOKEY, "required key not available"),
+    EVL__ERRNO(EKEYEXPIRED, "key has expired"),
+    EVL__ERRNO(EKEYREVOKED, "key has been revoked"),
+    EVL__ERRNO(EKEYREJECTED, "key was rejected by service"),
+    EVL__ERRNO(ERFKILL, "operation not possible due to RF-kill"),
+#ifdef EHWPOISON
+    EVL__ERRNO(EHWPOISON, "memory page has hardware error"),
+#endif
+#endif
+};
+#undef EVL__ERRNO
+
+static const evl__errno_entry *evl__errno_find(int err) {
+    size_t i;
+    for (i = 0; err <= 0 && i < sizeof evl__errnos / sizeof evl__errnos[0]; i++)
+        if (evl__errnos[i].code == -err) return &evl__errnos[i];
+    return NULL;
+}
+
+const char *evl_strerror(int err) {
+    const evl__errno_entry *e = evl__errno_find(err);
+    return e ? e->message : "unknown error";
+}
+
+const char *evl_errname(int err) {
+    const evl__errno_entry *e = evl__errno_find(err);
+    return e ? e->name : "unknown";
+}
+
 static void evl__log_default(int level, const char *message, void *ud) {
     (void)ud;
     if (level >= EVL_LOG_WARN) fprintf(stderr, "%s\n", message);
@@ -1831,6 +2150,7 @@ static int evl__poll_poll(evl_loop *loop, evl_time timeout) {
         n--;
         if (re & (POLLIN | POLLERR | POLLHUP | POLLNVAL)) events |= EVL_READ;
         if (re & (POLLOUT | POLLERR | POLLHUP | POLLNVAL)) events |= EVL_WRITE;
+        if (re & POLLNVAL) events |= EVL__IO_CLOSED;
         evl__io_feed(loop, p->pfds[i].fd, events);
     }
     return 0;
@@ -1882,7 +2202,7 @@ static void evl__select_feed_closed(evl_loop *loop, evl__select *s) {
     int fd;
     for (fd = 0; fd <= s->maxfd; fd++)
         if ((FD_ISSET(fd, &s->rd) || FD_ISSET(fd, &s->wr)) && fcntl(fd, F_GETFD) < 0)
-            evl__io_feed(loop, fd, EVL_READ | EVL_WRITE);
+            evl__io_feed(loop, fd, EVL_READ | EVL_WRITE | EVL__IO_CLOSED);
 }
 
 static int evl__select_poll(evl_loop *loop, evl_time timeout) {
@@ -2034,6 +2354,9 @@ static void evl__fd_flush_changes(evl_loop *loop) {
 static void evl__io_feed(evl_loop *loop, int fd, int events) {
     evl_io *w;
     if (fd < 0 || fd >= loop->fds_cap) return;
+    if ((events & EVL__IO_CLOSED) && loop->debug)
+        evl__log(loop, EVL_LOG_WARN, "evloop: fd %d was closed while watched (close it with "
+                 "evl_close, which wakes its tasks and stops its watchers first)", fd);
     for (w = loop->fds[fd].watchers; w; w = w->next) {
         int ev = events & w->events;
         if (!ev) continue;
@@ -2598,17 +2921,28 @@ static int evl__stack_map(evl_loop *loop, evl__stack *s, size_t size) {
     return 0;
 }
 
-static void evl__stack_unmap(evl_loop *loop, evl__stack *s) {
+/* Gives a stack back to the system. It takes the allocator rather than the loop because an
+   executor job that was handed a stack frees it on its worker thread, maybe after the loop. */
+static void evl__stack_release(evl_alloc_fn alloc, void *alloc_ud, evl__stack *s) {
+#ifdef EVL__ASAN
+    /* Frames that never returned (the task's last ones) leave poisoned shadow behind. */
+    __asan_unpoison_memory_region(s->lo, s->size);
+#endif
 #ifdef EVL__VALGRIND
     VALGRIND_STACK_DEREGISTER(s->valgrind_id);
 #endif
 #ifndef EVL_NO_MMAP
-    (void)loop;
+    (void)alloc;
+    (void)alloc_ud;
     munmap(s->base, s->map_size);
 #else
-    evl__free(loop, s->base);
+    alloc(alloc_ud, s->base, 0);
 #endif
     s->base = NULL;
+}
+
+static void evl__stack_unmap(evl_loop *loop, evl__stack *s) {
+    evl__stack_release(loop->alloc, loop->alloc_ud, s);
 }
 
 static int evl__stack_get(evl_loop *loop, evl__stack *s, size_t size) {
@@ -2622,18 +2956,19 @@ static int evl__stack_get(evl_loop *loop, evl__stack *s, size_t size) {
 }
 
 static void evl__stack_put(evl_loop *loop, evl__stack *s) {
-#ifdef EVL__ASAN
-    /* Frames that never returned (the task's last ones) leave poisoned shadow behind. */
-    __asan_unpoison_memory_region(s->lo, s->size);
-#endif
     /* Unmapping costs far more than the stack's few touched pages (a TLB shootdown on every
        core: about 60 us here), so up to EVL__STACK_POOL_MAX free stacks are kept. */
     if (s->size == loop->stack_size && loop->stack_pool_len < EVL__STACK_POOL_MAX &&
         evl__grow(loop, (void **)&loop->stack_pool, &loop->stack_pool_cap,
-                  loop->stack_pool_len + 1, sizeof *loop->stack_pool) == 0)
+                  loop->stack_pool_len + 1, sizeof *loop->stack_pool) == 0) {
+#ifdef EVL__ASAN
+        /* Frames that never returned (the task's last ones) leave poisoned shadow behind. */
+        __asan_unpoison_memory_region(s->lo, s->size);
+#endif
         loop->stack_pool[loop->stack_pool_len++] = *s;
-    else
+    } else {
         evl__stack_unmap(loop, s);
+    }
     s->base = NULL;
 }
 
@@ -2853,22 +3188,29 @@ static void evl__task_io_cb(evl_loop *loop, void *arg, int events) {
     evl__task_wake(loop, (evl_task *)arg, events, NULL, 1);
 }
 
+/* The deadline that applies to t now: inside a shield only the one set inside it. */
+static evl_time evl__task_deadline(const evl_task *t) {
+    return t->shield ? t->shield_deadline : t->deadline;
+}
+
 /* The current task if cancellation and its deadline allow it to suspend, else the error. */
 static int evl__task_enter(evl_loop *loop, evl_task **out) {
     evl_task *t = loop->current;
+    evl_time deadline;
     *out = t;
     if (!t) return -EPERM;
-    if (t->shield) return 0;
-    if (t->cancelled) return -ECANCELED;
-    if (t->deadline != EVL_FOREVER && t->deadline <= evl_now(loop)) return -ETIMEDOUT;
+    if (t->cancelled && !t->shield) return -ECANCELED;
+    deadline = evl__task_deadline(t);
+    if (deadline != EVL_FOREVER && deadline <= evl_now(loop)) return -ETIMEDOUT;
     return 0;
 }
 
 /* Suspends t (the current task, past evl__task_enter) until it is woken, in the wait list q
    if there is one; returns the wake status. Whatever the task waited on is disarmed here. */
 static int evl__task_suspend(evl_loop *loop, evl_task *t, evl__waitq *q) {
-    if (!t->shield && t->deadline != EVL_FOREVER) {
-        evl_time left = t->deadline - evl_now(loop);
+    evl_time deadline = evl__task_deadline(t);
+    if (deadline != EVL_FOREVER) {
+        evl_time left = deadline - evl_now(loop);
         if (evl_timer_start(loop, &t->deadline_timer, left > 0 ? left : 0, 0) < 0) {
             /* Disarm what the caller armed for this suspension, as a wakeup would. */
             evl_timer_stop(loop, &t->sleep_timer);
@@ -2884,6 +3226,17 @@ static int evl__task_suspend(evl_loop *loop, evl_task *t, evl__waitq *q) {
     evl_io_stop(loop, &t->io);
     if (t->wq) evl__waitq_remove(t);
     return t->wake_status;
+}
+
+/* Suspends t until it is woken, with neither cancellation nor any deadline able to cut the
+   wait short: for what the task has lent out and must get back (a running executor job). */
+static void evl__task_suspend_uninterruptible(evl_loop *loop, evl_task *t) {
+    evl_time saved = t->shield_deadline;
+    t->shield++;
+    t->shield_deadline = EVL_FOREVER;
+    evl__task_suspend(loop, t, NULL);
+    t->shield--;
+    t->shield_deadline = saved;
 }
 
 static void evl__task_main(void *arg) {
@@ -3004,7 +3357,7 @@ int evl_task_spawn_at(evl_loop *loop, evl_task **out, evl_task_fn fn, void *arg,
     t->fn = fn;
     t->arg = arg;
     t->detached = out == NULL;
-    t->deadline = EVL_FOREVER;
+    t->deadline = t->shield_deadline = EVL_FOREVER;
     t->state = EVL__T_NEW;
     t->id = ++loop->task_seq;
     if (loop->debug) {
@@ -3111,17 +3464,24 @@ int evl_sleep(evl_loop *loop, evl_time delay) {
     return err < 0 ? err : evl__task_suspend(loop, t, NULL);
 }
 
+/* Inside a shield a deadline scope works on the shield's own deadline, so the cleanup that a
+   shield protects from cancellation can still be bounded in time (as a cancel scope inside a
+   shielded one in Trio); the deadline from outside comes back when the last shield ends. */
 evl_time evl_deadline(evl_loop *loop, evl_time at) {
     evl_task *t = loop->current;
-    evl_time old;
+    evl_time *slot, old;
     if (!t) return EVL_FOREVER;
-    old = t->deadline;
-    if (at < old) t->deadline = at;
+    slot = t->shield ? &t->shield_deadline : &t->deadline;
+    old = *slot;
+    if (at < old) *slot = at;
     return old;
 }
 
 void evl_deadline_restore(evl_loop *loop, evl_time old) {
-    if (loop->current) loop->current->deadline = old;
+    evl_task *t = loop->current;
+    if (!t) return;
+    if (t->shield) t->shield_deadline = old;
+    else t->deadline = old;
 }
 
 void evl_shield_begin(evl_loop *loop) {
@@ -3129,7 +3489,10 @@ void evl_shield_begin(evl_loop *loop) {
 }
 
 void evl_shield_end(evl_loop *loop) {
-    if (loop->current && loop->current->shield > 0) loop->current->shield--;
+    evl_task *t = loop->current;
+    if (!t || t->shield == 0) return;
+    /* Leaving the last shield drops a deadline set inside it that was never restored. */
+    if (--t->shield == 0) t->shield_deadline = EVL_FOREVER;
 }
 
 /* ---- futures ---- */
@@ -3145,8 +3508,9 @@ struct evl_future {
     int free_requested;           /* freed while the post was in flight: free when it runs */
     int ts_status;
     void *ts_value;
-    /* Told when the future is cancelled, set or freed by its user (the executor's job). */
-    void (*cancel_hook)(evl_loop *loop, void *ctx);
+    /* The executor job that completes this future, told when its user cancels (freeing 0) or
+       frees it (1). It returns 1 when the job runs: the future completes when it returns. */
+    int (*cancel_hook)(evl_loop *loop, void *ctx, int freeing);
     void *cancel_ctx;
 };
 
@@ -3162,17 +3526,10 @@ int evl_future_new(evl_loop *loop, evl_future **out) {
     return 0;
 }
 
-int evl_future_set(evl_loop *loop, evl_future *f, int status, void *value) {
+/* Completes f: its waiters wake and its callbacks are queued, in their reserved slots. */
+static int evl__future_complete(evl_loop *loop, evl_future *f, int status, void *value) {
     evl_task *t;
     size_t i;
-    EVL_ASSERT(loop);
-    if (!f) return -EINVAL;
-    if (f->done) return -EALREADY;
-    if (f->cancel_hook) {
-        void (*hook)(evl_loop *, void *) = f->cancel_hook;
-        f->cancel_hook = NULL;
-        hook(loop, f->cancel_ctx);
-    }
     f->done = 1;
     f->status = status;
     f->value = value;
@@ -3185,6 +3542,14 @@ int evl_future_set(evl_loop *loop, evl_future *f, int status, void *value) {
     return 0;
 }
 
+int evl_future_set(evl_loop *loop, evl_future *f, int status, void *value) {
+    EVL_ASSERT(loop);
+    if (!f) return -EINVAL;
+    if (f->done) return -EALREADY;
+    if (f->cancel_hook) return -EBUSY; /* an executor job completes it */
+    return evl__future_complete(loop, f, status, value);
+}
+
 static void evl__future_free_now(evl_loop *loop, evl_future *f) {
     loop->ring_reserved -= f->ncallbacks;
     evl__free(loop, f->callbacks);
@@ -3195,7 +3560,7 @@ static void evl__future_ts_cb(evl_loop *loop, void *arg) {
     evl_future *f = (evl_future *)arg;
     f->ts_in_flight = 0;
     if (f->free_requested) evl__future_free_now(loop, f);
-    else if (!f->done) evl_future_set(loop, f, f->ts_status, f->ts_value);
+    else if (!f->done && !f->cancel_hook) evl__future_complete(loop, f, f->ts_status, f->ts_value);
 }
 
 int evl_future_set_threadsafe(evl_future *f, int status, void *value) {
@@ -3245,7 +3610,14 @@ int evl_future_on_done(evl_loop *loop, evl_future *f, evl_cb cb, void *arg) {
 }
 
 int evl_future_cancel(evl_loop *loop, evl_future *f) {
-    return evl_future_set(loop, f, -ECANCELED, NULL);
+    EVL_ASSERT(loop);
+    if (!f) return -EINVAL;
+    if (f->done) return -EALREADY;
+    if (f->cancel_hook) {
+        if (f->cancel_hook(loop, f->cancel_ctx, 0)) return 0; /* completes when its job returns */
+        f->cancel_hook = NULL;
+    }
+    return evl__future_complete(loop, f, -ECANCELED, NULL);
 }
 
 int evl_future_done(const evl_future *f) {
@@ -3256,9 +3628,8 @@ void evl_future_free(evl_loop *loop, evl_future *f) {
     EVL_ASSERT(loop);
     if (!f) return;
     if (f->cancel_hook) {
-        void (*hook)(evl_loop *, void *) = f->cancel_hook;
+        f->cancel_hook(loop, f->cancel_ctx, 1);
         f->cancel_hook = NULL;
-        hook(loop, f->cancel_ctx);
     }
     evl__waitq_wake_all(loop, &f->waiters, -ECANCELED);
     if (f->ts_in_flight) f->free_requested = 1;
@@ -3269,7 +3640,8 @@ void evl_future_free(evl_loop *loop, evl_future *f) {
 struct evl_group {
     evl_task *children;      /* linked through gnext/gprev */
     size_t alive;
-    int first_error;
+    int cancelled;           /* evl_group_cancel: newcomers are cancelled too */
+    evl_group_failure failure;  /* the first failure (error 0: none yet) */
     evl__waitq waiters;
     int waiting;             /* tasks inside evl_group_wait: they keep a freed group's memory */
     int freed;               /* evl_group_free was called: the last waiter out frees it */
@@ -3291,11 +3663,12 @@ static void evl__group_cancel_children(evl_loop *loop, evl_group *g) {
     for (c = g->children; c; c = c->gnext) evl_task_cancel(loop, c);
 }
 
-int evl_group_spawn_at(evl_loop *loop, evl_group *g, evl_task_fn fn, void *arg,
-                       const evl_task_opts *opts, const char *file, int line) {
+int evl_group_spawn_task_at(evl_loop *loop, evl_group *g, evl_task **out, evl_task_fn fn,
+                            void *arg, const evl_task_opts *opts, const char *file, int line) {
     evl_task *t;
     int err;
     EVL_ASSERT(loop);
+    if (out) *out = NULL;
     if (!g) return -EINVAL;
     err = evl_task_spawn_at(loop, &t, fn, arg, opts, file, line);
     if (err < 0) return err;
@@ -3304,14 +3677,37 @@ int evl_group_spawn_at(evl_loop *loop, evl_group *g, evl_task_fn fn, void *arg,
     if (g->children) g->children->gprev = t;
     g->children = t;
     g->alive++;
-    /* A group that already failed cancels newcomers too. */
-    if (g->first_error) evl_task_cancel(loop, t);
+    /* A group that already failed, or was cancelled, cancels newcomers too. */
+    if (g->failure.error || g->cancelled) evl_task_cancel(loop, t);
+    if (out) *out = t;
     return 0;
+}
+
+int evl_group_spawn_at(evl_loop *loop, evl_group *g, evl_task_fn fn, void *arg,
+                       const evl_task_opts *opts, const char *file, int line) {
+    return evl_group_spawn_task_at(loop, g, NULL, fn, arg, opts, file, line);
 }
 
 int (evl_group_spawn)(evl_loop *loop, evl_group *g, evl_task_fn fn, void *arg,
                       const evl_task_opts *opts) {
-    return evl_group_spawn_at(loop, g, fn, arg, opts, NULL, 0);
+    return evl_group_spawn_task_at(loop, g, NULL, fn, arg, opts, NULL, 0);
+}
+
+int (evl_group_spawn_task)(evl_loop *loop, evl_group *g, evl_task **out, evl_task_fn fn,
+                           void *arg, const evl_task_opts *opts) {
+    return evl_group_spawn_task_at(loop, g, out, fn, arg, opts, NULL, 0);
+}
+
+void evl_group_cancel(evl_loop *loop, evl_group *g) {
+    EVL_ASSERT(loop && g);
+    g->cancelled = 1;
+    evl__group_cancel_children(loop, g);
+}
+
+int evl_group_first_failure(const evl_group *g, evl_group_failure *out) {
+    if (!g) return -EINVAL;
+    if (out) *out = g->failure;
+    return g->failure.error;
 }
 
 static void evl__group_unlink(evl_group *g, evl_task *t) {
@@ -3326,13 +3722,19 @@ static void evl__group_child_done(evl_loop *loop, evl_task *t) {
     evl_group *g = t->group;
     evl__group_unlink(g, t);
     g->alive--;
-    if (t->result < 0 && t->result != -ECANCELED && !g->first_error) {
-        g->first_error = t->result;
-        evl__group_cancel_children(loop, g);
+    if (t->result < 0 && t->result != -ECANCELED) {
+        g->failure.failures++;
+        if (!g->failure.error) {
+            g->failure.error = t->result;
+            snprintf(g->failure.task_name, sizeof g->failure.task_name, "%s", evl_task_name(t));
+            g->failure.file = t->file;
+            g->failure.line = t->line;
+            evl__group_cancel_children(loop, g);
+        }
     }
     evl__task_release(loop, t);
     if (g->alive == 0) {
-        while (g->waiters.head) evl__task_wake(loop, g->waiters.head, g->first_error, g, 0);
+        while (g->waiters.head) evl__task_wake(loop, g->waiters.head, g->failure.error, g, 0);
     }
 }
 
@@ -3358,7 +3760,7 @@ int evl_group_wait(evl_loop *loop, evl_group *g) {
     int err;
     EVL_ASSERT(loop);
     if (!g) return -EINVAL;
-    if (g->alive == 0) return g->first_error;
+    if (g->alive == 0) return g->failure.error;
     err = evl__task_enter(loop, &t);
     if (err == -EPERM) return err;
     g->waiting++;
@@ -3398,23 +3800,26 @@ int evl_event_new(evl_loop *loop, evl_event **out) {
 }
 
 void evl_event_set(evl_loop *loop, evl_event *e) {
+    EVL_ASSERT(loop && e);
     e->set = 1;
     evl__waitq_wake_all(loop, &e->waiters, 0);
 }
 
 void evl_event_clear(evl_loop *loop, evl_event *e) {
-    (void)loop;
+    EVL_ASSERT(loop && e);
     e->set = 0;
 }
 
 int evl_event_is_set(const evl_event *e) {
-    return e->set;
+    return e && e->set;
 }
 
 int evl_event_wait(evl_loop *loop, evl_event *e) {
     evl_task *t;
-    int err = evl__task_enter(loop, &t);
-    if (err < 0) return err;
+    int err;
+    EVL_ASSERT(loop);
+    if (!e) return -EINVAL;
+    if ((err = evl__task_enter(loop, &t)) < 0) return err;
     return e->set ? 0 : evl__task_suspend(loop, t, &e->waiters);
 }
 
@@ -3440,7 +3845,8 @@ int evl_sem_new(evl_loop *loop, evl_sem **out, unsigned count) {
 }
 
 int evl_sem_try_acquire(evl_loop *loop, evl_sem *s) {
-    (void)loop;
+    EVL_ASSERT(loop);
+    if (!s) return -EINVAL;
     if (s->count == 0 || s->waiters.head) return -EAGAIN;
     s->count--;
     return 0;
@@ -3448,14 +3854,17 @@ int evl_sem_try_acquire(evl_loop *loop, evl_sem *s) {
 
 int evl_sem_acquire(evl_loop *loop, evl_sem *s) {
     evl_task *t;
-    int err = evl__task_enter(loop, &t);
-    if (err < 0) return err;
+    int err;
+    EVL_ASSERT(loop);
+    if (!s) return -EINVAL;
+    if ((err = evl__task_enter(loop, &t)) < 0) return err;
     if (evl_sem_try_acquire(loop, s) == 0) return 0;
     /* A release hands its unit straight to the first waiter (FIFO, no barging). */
     return evl__task_suspend(loop, t, &s->waiters);
 }
 
 void evl_sem_release(evl_loop *loop, evl_sem *s) {
+    EVL_ASSERT(loop && s);
     if (s->waiters.head) evl__task_wake(loop, s->waiters.head, 0, NULL, 0);
     else s->count++;
 }
@@ -3470,6 +3879,7 @@ struct evl_queue {
     void **items;
     size_t cap, head, len;
     evl__waitq getters, putters;   /* a waiting putter keeps its item in wait_item */
+    int closed;                    /* evl_queue_close: no more puts; gets drain what is left */
 };
 
 int evl_queue_new(evl_loop *loop, evl_queue **out, size_t capacity) {
@@ -3496,6 +3906,9 @@ static void evl__queue_append(evl_queue *q, void *item) {
 }
 
 int evl_queue_try_put(evl_loop *loop, evl_queue *q, void *item) {
+    EVL_ASSERT(loop);
+    if (!q) return -EINVAL;
+    if (q->closed) return -EPIPE;
     if (q->getters.head) {
         /* A getter waits, so the queue is empty: hand the item over directly. */
         evl__task_wake(loop, q->getters.head, 0, item, 0);
@@ -3508,15 +3921,19 @@ int evl_queue_try_put(evl_loop *loop, evl_queue *q, void *item) {
 
 int evl_queue_put(evl_loop *loop, evl_queue *q, void *item) {
     evl_task *t;
-    int err = evl__task_enter(loop, &t);
-    if (err < 0) return err;
-    if (evl_queue_try_put(loop, q, item) == 0) return 0;
+    int err;
+    EVL_ASSERT(loop);
+    if (!q) return -EINVAL;
+    if ((err = evl__task_enter(loop, &t)) < 0) return err;
+    if ((err = evl_queue_try_put(loop, q, item)) != -EAGAIN) return err;
     t->wait_item = item;
     return evl__task_suspend(loop, t, &q->putters);
 }
 
 int evl_queue_try_get(evl_loop *loop, evl_queue *q, void **item) {
-    if (q->len == 0) return -EAGAIN;
+    EVL_ASSERT(loop);
+    if (!q || !item) return -EINVAL;
+    if (q->len == 0) return q->closed ? -EPIPE : -EAGAIN;
     *item = q->items[q->head];
     q->head = (q->head + 1) % q->cap;
     q->len--;
@@ -3531,16 +3948,27 @@ int evl_queue_try_get(evl_loop *loop, evl_queue *q, void **item) {
 
 int evl_queue_get(evl_loop *loop, evl_queue *q, void **item) {
     evl_task *t;
-    int err = evl__task_enter(loop, &t);
-    if (err < 0) return err;
-    if (evl_queue_try_get(loop, q, item) == 0) return 0;
+    int err;
+    EVL_ASSERT(loop);
+    if (!q || !item) return -EINVAL;
+    if ((err = evl__task_enter(loop, &t)) < 0) return err;
+    if ((err = evl_queue_try_get(loop, q, item)) != -EAGAIN) return err;
     err = evl__task_suspend(loop, t, &q->getters);
     if (err == 0) *item = t->wake_value;
     return err;
 }
 
 size_t evl_queue_len(const evl_queue *q) {
-    return q->len;
+    return q ? q->len : 0;
+}
+
+/* The end of a stream of items: waiting putters give up with -EPIPE (their items stay theirs),
+   and getters are waiting only when nothing is left, so they hear -EPIPE too. */
+void evl_queue_close(evl_loop *loop, evl_queue *q) {
+    EVL_ASSERT(loop && q);
+    q->closed = 1;
+    evl__waitq_wake_all(loop, &q->putters, -EPIPE);
+    evl__waitq_wake_all(loop, &q->getters, -EPIPE);
 }
 
 void evl_queue_free(evl_loop *loop, evl_queue *q) {
@@ -3584,6 +4012,17 @@ ssize_t evl_read(evl_loop *loop, int fd, void *buf, size_t len) {
     }
 }
 
+ssize_t evl_write(evl_loop *loop, int fd, const void *buf, size_t len) {
+    evl_task *t;
+    int err = evl__task_enter(loop, &t);
+    if (err < 0) return err;
+    for (;;) {
+        ssize_t n = evl__fault(EVL_FAULT_WRITE) ? -1 : write(fd, buf, len);
+        if (n >= 0) return n;
+        if ((err = evl__io_retry(loop, fd, EVL_WRITE)) < 0) return err;
+    }
+}
+
 ssize_t evl_write_all(evl_loop *loop, int fd, const void *buf, size_t len) {
     const char *p = (const char *)buf;
     size_t done = 0;
@@ -3591,12 +4030,9 @@ ssize_t evl_write_all(evl_loop *loop, int fd, const void *buf, size_t len) {
     int err = evl__task_enter(loop, &t);
     if (err < 0) return err;
     while (done < len) {
-        ssize_t n = evl__fault(EVL_FAULT_WRITE) ? -1 : write(fd, p + done, len - done);
-        if (n >= 0) {
-            done += (size_t)n;
-            continue;
-        }
-        if ((err = evl__io_retry(loop, fd, EVL_WRITE)) < 0) return err;
+        ssize_t n = evl_write(loop, fd, p + done, len - done);
+        if (n < 0) return n;
+        done += (size_t)n;
     }
     return (ssize_t)len;
 }
@@ -3672,10 +4108,9 @@ ssize_t evl_sendto(evl_loop *loop, int fd, const void *buf, size_t len, int flag
     }
 }
 
-/* At close: every task still alive is cancelled and gets a few non-blocking iterations to
-   finish; those that do not (they wait in a shield, or ignore cancellation) are abandoned:
-   their stacks are freed without their cleanup running. */
-static void evl__tasks_close(evl_loop *loop) {
+/* ---- closing the loop with tasks alive ---- */
+/* Every task still alive is cancelled and gets a few non-blocking iterations to finish. */
+static void evl__tasks_settle(evl_loop *loop) {
     evl_task *t;
     int i;
     for (t = loop->tasks; t; t = t->next)
@@ -3684,16 +4119,52 @@ static void evl__tasks_close(evl_loop *loop) {
     loop->running = 1;
     for (i = 0; i < 64 && loop->tasks_alive; i++) evl__iterate(loop, 0, 0);
     loop->running = 0;
-#ifndef EVL_NO_THREADS
-    evl__executors_orphan_waiters(loop); /* the tasks are freed below: no job may reach them */
-#endif
-    for (t = loop->tasks; t; t = t->next) {
-        if (t->state == EVL__T_DONE && t->result < 0)
-            evl__report(loop, "joinable task freed without its result collected", t->result, t);
-        else if (t->state != EVL__T_DONE && loop->debug)
-            evl__log(loop, EVL_LOG_WARN, "evloop: task '%s' still running when the loop closed: "
-                     "abandoned", evl_task_name(t));
+}
+
+static int evl__tasks_wait_on_jobs(const evl_loop *loop) {
+    const evl_task *t;
+    for (t = loop->tasks; t; t = t->next)
+        if (t->job && t->state != EVL__T_DONE) return 1;
+    return 0;
+}
+
+/* A task waiting for a running executor job (cancelled or shielded) cannot end before the job
+   does: the loop waits for such jobs until `deadline`, so the tasks get their results and
+   finish their cleanup. */
+static void evl__tasks_wait_for_jobs(evl_loop *loop, evl_time deadline) {
+    loop->running = 1;
+    while (evl__tasks_wait_on_jobs(loop)) {
+        evl_time left = deadline - evl__clock_read();
+        if (left <= 0) break;
+        evl__iterate(loop, left, 0);
     }
+    loop->running = 0;
+}
+
+/* The tasks still alive now (they wait in a shield, ignore cancellation, or wait for a job
+   that is stuck) are abandoned, and each is reported: its cleanup never runs. The stack of
+   one whose job still runs goes to the job, which frees it when it returns. */
+static void evl__tasks_abandon(evl_loop *loop) {
+    evl_task *t;
+    for (t = loop->tasks; t; t = t->next) {
+        if (t->state == EVL__T_DONE) {
+            if (t->result < 0)
+                evl__report(loop, "joinable task freed without its result collected", t->result, t);
+        } else if (t->job) {
+#ifndef EVL_NO_THREADS
+            evl__executor_keep_stack(t);
+#endif
+            evl__report(loop, "task abandoned by evl_loop_close while its executor job still "
+                        "runs (its stack is freed when the job returns)", -ETIMEDOUT, t);
+        } else {
+            evl__report(loop, "task still running when the loop closed: abandoned, its cleanup "
+                        "never runs", -ETIMEDOUT, t);
+        }
+    }
+}
+
+static void evl__tasks_free(evl_loop *loop) {
+    evl_task *t;
     while ((t = loop->tasks) != NULL) {
         evl_timer_stop(loop, &t->sleep_timer);
         evl_timer_stop(loop, &t->deadline_timer);
@@ -3714,6 +4185,25 @@ static void evl__tasks_close(evl_loop *loop) {
     loop->stack_pool = NULL;
     loop->stack_pool_cap = 0;
     evl__guard_teardown(loop);
+}
+
+/* evl_loop_close: the tasks, and the executors they may wait for, within one grace period
+   (what is left of a shutdown's, if one ran). */
+static void evl__tasks_close(evl_loop *loop) {
+    evl_time deadline = loop->shutdown_state
+                            ? loop->shutdown_deadline
+                            : evl__time_add(evl__clock_read(), loop->shutdown_grace);
+    evl__tasks_settle(loop);
+    evl__tasks_wait_for_jobs(loop, deadline);
+#ifndef EVL_NO_THREADS
+    evl__executors_shutdown(loop, deadline - evl__clock_read());
+    evl__tasks_settle(loop); /* those the shutdown woke */
+#endif
+    evl__tasks_abandon(loop);
+#ifndef EVL_NO_THREADS
+    evl__executors_detach(loop);
+#endif
+    evl__tasks_free(loop);
 }
 #endif /* EVL_NO_TASKS */
 
@@ -3946,74 +4436,6 @@ void evl_loop_stats(const evl_loop *loop, evl_stats *out) {
 }
 
 /* ==== >>loop ==== */
-static const char *evl__errnames(int err) {
-    switch (err) {
-    case 0: return "success";
-    case EINVAL: return "invalid argument";
-    case ENOMEM: return "out of memory";
-    case ECANCELED: return "operation canceled";
-    case ETIMEDOUT: return "timed out";
-    case EAGAIN: return "resource temporarily unavailable";
-    case EBADF: return "bad file descriptor";
-    case EEXIST: return "already exists";
-    case ENOENT: return "no such file or directory";
-    case ENOSYS: return "not available on this platform or build";
-    case EBUSY: return "loop is already running";
-    case EDEADLK: return "cannot do this from inside the loop's own callback";
-    case EPERM: return "operation not permitted";
-    case ERANGE: return "file descriptor out of range for this backend";
-    case EMFILE: return "too many open files";
-    case ENFILE: return "too many open files in system";
-    case EINTR: return "interrupted system call";
-    case EPIPE: return "broken pipe";
-    case ECONNRESET: return "connection reset by peer";
-    case ECONNREFUSED: return "connection refused";
-    case ENOTCONN: return "socket is not connected";
-    case EINPROGRESS: return "operation in progress";
-    case EALREADY: return "operation already in progress";
-    case ESRCH: return "no such task";
-    case ENOTSUP: return "operation not supported";
-    case EFAULT: return "bad address";
-    case ENOSPC: return "no space left";
-    case ESHUTDOWN: return "shutting down";
-    case EIO: return "input/output error";
-    case EACCES: return "permission denied";
-    case EADDRINUSE: return "address already in use";
-    case EADDRNOTAVAIL: return "address not available";
-    case EAFNOSUPPORT: return "address family not supported";
-    case ENOTSOCK: return "not a socket";
-    case EISCONN: return "socket is already connected";
-    case EDESTADDRREQ: return "destination address required";
-    case EMSGSIZE: return "message too long";
-    case ENOBUFS: return "no buffer space available";
-    case ENOPROTOOPT: return "protocol not available";
-    case EPROTONOSUPPORT: return "protocol not supported";
-    case ENETDOWN: return "network is down";
-    case ENETUNREACH: return "network is unreachable";
-    case EHOSTUNREACH: return "no route to host";
-    case ECONNABORTED: return "connection aborted";
-    case EISDIR: return "is a directory";
-    case ENOTDIR: return "not a directory";
-    case ENAMETOOLONG: return "file name too long";
-    case EROFS: return "read-only file system";
-    case ESPIPE: return "illegal seek";
-    case EOVERFLOW: return "value too large";
-    case E2BIG: return "argument list too long";
-    case ENXIO: return "no such device or address";
-    case ECHILD: return "no child processes";
-    case EDOM: return "argument out of domain";
-    case EFBIG: return "file too large";
-    case ENOTEMPTY: return "directory not empty";
-    case EXDEV: return "cross-device link";
-    default: return NULL;
-    }
-}
-
-const char *evl_strerror(int err) {
-    const char *s = err <= 0 ? evl__errnames(-err) : NULL;
-    return s ? s : "unknown error";
-}
-
 void evl_config_init(evl_config *cfg) {
     memset(cfg, 0, sizeof *cfg);
     cfg->backend = EVL_BACKEND_AUTO;
@@ -4110,6 +4532,29 @@ static int evl__io_is_internal(const evl_loop *loop, const evl_io *w) {
     return w == &loop->wake_io;
 }
 
+/* Wakes the tasks waiting on fd with -EBADF, stops its watchers and drops its registration,
+   then closes it: the kernel would drop a closed fd from an epoll set without a word, and a
+   task waiting on it would sleep forever. */
+int evl_close(evl_loop *loop, int fd) {
+    EVL_ASSERT(loop);
+    if (fd < 0) return -EBADF;
+    if (loop->debug && evl__foreign_thread(loop, "evl_close")) return -EPERM;
+    if (fd < loop->fds_cap) {
+        evl__fd *s = &loop->fds[fd];
+        evl_io *w;
+        while ((w = s->watchers) != NULL) {
+            evl_io_stop(loop, w);
+#ifndef EVL_NO_TASKS
+            if (w->cb == evl__task_io_cb) evl__task_wake(loop, (evl_task *)w->arg, -EBADF, NULL, 0);
+#endif
+        }
+        if (s->registered) loop->backend->modify(loop, fd, s->registered, 0);
+        s->registered = 0;
+        s->emptied = 0;
+    }
+    return close(fd) < 0 ? -errno : 0;
+}
+
 static int evl__job_is_internal(evl__job j) {
 #ifndef EVL_NO_TASKS
     return j.cb == evl__task_run_cb;
@@ -4186,9 +4631,6 @@ int evl_loop_close(evl_loop *loop) {
     evl__drop_user_work(loop);
 #ifndef EVL_NO_TASKS
     if (loop->backend_data) evl__tasks_close(loop);
-#endif
-#if !defined(EVL_NO_TASKS) && !defined(EVL_NO_THREADS)
-    evl__executors_shutdown(loop, loop->shutdown_grace);
 #endif
     evl__close_hooks_run(loop);
     /* Callbacks queued in debug mode own a record: free those that will never run. */
@@ -4471,9 +4913,13 @@ int evl_run(evl_loop *loop) {
 
 /* ==== >>executor ==== */
 #if !defined(EVL_NO_TASKS) && !defined(EVL_NO_THREADS)
-/* A job travels from the loop to a worker and back. Workers touch only `state` and `result`
-   (under the pool's lock) and the done list; everything else belongs to the loop thread. A
-   job someone stopped waiting for is "orphaned": whoever sees it last frees it. */
+/* A job travels from the loop to a worker and back. Workers touch only `state`, `result` and
+   `cancelled` of a job (under the pool's lock, or atomically) and the done list; everything
+   else belongs to the loop thread. Whatever a job was handed (its arg, and through it memory
+   such as a task's stack) stays untouched by the library until the job has returned: a task
+   waits for its job even when cancelled, a cancelled future completes when its job returns,
+   and a stack whose task the loop abandons at close is handed to the job and freed with it. A
+   job nobody waits for any more is "orphaned": whoever sees it return frees it. */
 enum { EVL__JOB_QUEUED, EVL__JOB_RUNNING, EVL__JOB_DONE };
 
 typedef struct evl__xjob {
@@ -4483,49 +4929,75 @@ typedef struct evl__xjob {
     evl_work_fn fn;
     void *arg, *result;
     int state;
+    int cancelled;                   /* atomic: its waiter gave up; evl_executor_cancelled */
     int orphaned;                    /* nobody wants the result: free on completion */
     int delivered;                   /* the result went to the waiting task, which frees it */
     evl_future *future;              /* evl_executor_submit */
     evl_task *waiter;                /* evl_executor_run */
+    evl__stack held;                 /* an abandoned task's stack: freed when the job returns */
 } evl__xjob;
 
+/* A pool's link to its loop, `loop`, is cut (under the lock) when the loop closes while jobs
+   still run: the workers then free what they finish, and the last one frees the pool. */
 struct evl_executor {
-    evl_loop *loop;
+    evl_loop *loop;                  /* NULL once detached (read by workers under the lock) */
     pthread_mutex_t lock;
     pthread_cond_t work;             /* workers wait here for jobs */
     pthread_cond_t exited;           /* shutdown waits here for the workers to leave */
     evl__xjob *qhead, *qtail, *done;
     size_t qlen, qmax;
     int threads_max, threads, idle, busy;
-    int stopping, abandoned, notified;
+    int stopping, notified;
+    int abandoned;                   /* loop thread: shut down with jobs still running */
     evl__waitq room;                 /* tasks waiting for queue room (loop thread) */
     evl__xjob *in_flight;            /* loop thread: every job not yet completed */
-    evl_executor *next;              /* the loop's pools */
+    evl_executor *next;              /* the loop's pools, or its abandoned ones */
     evl_alloc_fn alloc;              /* the loop's allocator, for a pool that outlives it */
     void *alloc_ud;
 };
 
-/* What a task waiting on a job of an abandoned pool is woken with: the job now belongs to
-   its stuck thread, and the task must not touch it or the pool again. */
-static const int evl__job_abandoned = 0;
+/* The job this worker thread runs now, for evl_executor_cancelled. */
+static __thread evl__xjob *evl__job_current;
 
-/* A pool given up on (a job stuck past the shutdown deadline) is freed by its last worker,
-   with the allocator it copied: the loop may be gone by then. */
-static void evl__executor_free_abandoned(evl_executor *ex) {
-    evl__xjob *j = ex->in_flight;
-    while (j) {
-        evl__xjob *next = j->fnext;
-        ex->alloc(ex->alloc_ud, j, 0);
-        j = next;
-    }
+int evl_executor_cancelled(void) {
+    evl__xjob *j = evl__job_current;
+    return j && __atomic_load_n(&j->cancelled, __ATOMIC_ACQUIRE);
+}
+
+/* Frees a job (and a stack it was handed) with its pool's copy of the allocator, which works
+   on a worker thread and after the loop is gone. */
+static void evl__job_free(evl_executor *ex, evl__xjob *j) {
+    if (j->held.base) evl__stack_release(ex->alloc, ex->alloc_ud, &j->held);
+    ex->alloc(ex->alloc_ud, j, 0);
+}
+
+static void evl__executor_destroy(evl_executor *ex) {
     pthread_cond_destroy(&ex->work);
     pthread_cond_destroy(&ex->exited);
     pthread_mutex_destroy(&ex->lock);
     ex->alloc(ex->alloc_ud, ex, 0);
 }
 
+/* Runs under the lock: hands a returned job to the loop, one wakeup per batch (the loop
+   clears `notified` when it drains), or frees it when the loop is gone. */
+static void evl__worker_finish(evl_executor *ex, evl__xjob *j) {
+    j->state = EVL__JOB_DONE;
+    if (!ex->loop) {
+        evl__job_free(ex, j);
+        return;
+    }
+    j->next = ex->done;
+    ex->done = j;
+    if (!ex->notified) {
+        ex->notified = 1;
+        __atomic_store_n(&ex->loop->async_pending, 1, __ATOMIC_SEQ_CST);
+        evl__wakeup_signal(ex->loop);
+    }
+}
+
 static void *evl__worker_main(void *arg) {
     evl_executor *ex = (evl_executor *)arg;
+    int last_of_detached;
     pthread_mutex_lock(&ex->lock);
     for (;;) {
         evl__xjob *j;
@@ -4542,27 +5014,18 @@ static void *evl__worker_main(void *arg) {
         j->state = EVL__JOB_RUNNING;
         ex->busy++;
         pthread_mutex_unlock(&ex->lock);
+        evl__job_current = j;
         j->result = j->fn(j->arg);
+        evl__job_current = NULL;
         pthread_mutex_lock(&ex->lock);
         ex->busy--;
-        j->state = EVL__JOB_DONE;
-        if (ex->abandoned) continue; /* the loop gave up on this pool: touch nothing of it */
-        j->next = ex->done;
-        ex->done = j;
-        /* One wakeup per batch of completions: the loop clears `notified` when it drains. */
-        if (!ex->notified) {
-            ex->notified = 1;
-            __atomic_store_n(&ex->loop->async_pending, 1, __ATOMIC_SEQ_CST);
-            evl__wakeup_signal(ex->loop);
-        }
+        evl__worker_finish(ex, j);
     }
     ex->threads--;
-    {
-        int last_of_abandoned = ex->abandoned && ex->threads == 0;
-        pthread_cond_broadcast(&ex->exited);
-        pthread_mutex_unlock(&ex->lock);
-        if (last_of_abandoned) evl__executor_free_abandoned(ex);
-    }
+    last_of_detached = !ex->loop && ex->threads == 0;
+    pthread_cond_broadcast(&ex->exited);
+    pthread_mutex_unlock(&ex->lock);
+    if (last_of_detached) evl__executor_destroy(ex);
     return NULL;
 }
 
@@ -4660,11 +5123,12 @@ static int evl__executor_enqueue(evl_executor *ex, evl__xjob *j) {
     return err;
 }
 
+/* The jobs of an abandoned pool no longer keep evl_run going: they were uncounted then. */
 static void evl__job_unlink(evl_executor *ex, evl__xjob *j) {
     if (j->fprev) j->fprev->fnext = j->fnext;
     else ex->in_flight = j->fnext;
     if (j->fnext) j->fnext->fprev = j->fprev;
-    ex->loop->jobs_in_flight--;
+    if (!ex->abandoned) ex->loop->jobs_in_flight--;
 }
 
 /* Takes j out of the queue if it has not started; returns 1 if it was still queued. */
@@ -4690,27 +5154,68 @@ static int evl__job_dequeue(evl_executor *ex, evl__xjob *j) {
     return found;
 }
 
-/* The future of a submitted job was cancelled or freed: the job is dropped or orphaned. */
-static void evl__job_future_gone(evl_loop *loop, void *ctx) {
+/* Asks a running job to stop (evl_executor_cancelled turns 1 in it); it still runs to its
+   end, and whoever waits for it keeps waiting. */
+static void evl__job_cancel(evl__xjob *j) {
+    __atomic_store_n(&j->cancelled, 1, __ATOMIC_RELEASE);
+}
+
+/* The future of a submitted job is cancelled (freeing 0) or freed (1). A queued job is dropped
+   at once: 0, the future may complete now. A running one is asked to stop: 1, it completes
+   the future when it returns (or, the future freed, is orphaned). */
+static int evl__job_future_gone(evl_loop *loop, void *ctx, int freeing) {
     evl__xjob *j = (evl__xjob *)ctx;
-    j->future = NULL;
-    if (evl__job_dequeue(j->ex, j)) {
-        evl__job_unlink(j->ex, j);
-        evl__free(loop, j);
-    } else {
+    evl_executor *ex = j->ex;
+    (void)loop;
+    if (evl__job_dequeue(ex, j)) {
+        evl__job_unlink(ex, j);
+        evl__job_free(ex, j);
+        return 0;
+    }
+    evl__job_cancel(j);
+    if (freeing) {
+        j->future = NULL;
         j->orphaned = 1;
+    }
+    return 1;
+}
+
+/* A job has returned: its future completes, or its task is woken (and frees it). A job that
+   was asked to stop reports -ECANCELED, its result dropped. */
+static void evl__job_complete(evl_loop *loop, evl_executor *ex, evl__xjob *j) {
+    int status = __atomic_load_n(&j->cancelled, __ATOMIC_ACQUIRE) ? -ECANCELED : 0;
+    void *value = status ? NULL : j->result;
+    evl__job_unlink(ex, j);
+    if (j->orphaned) {
+        evl__job_free(ex, j);
+    } else if (j->future) {
+        evl_future *f = j->future;
+        f->cancel_hook = NULL;
+        evl__future_complete(loop, f, status, value);
+        evl__job_free(ex, j);
+    } else {
+        j->delivered = 1;
+        evl__task_wake(loop, j->waiter, status, value, 0);
     }
 }
 
-/* Hands the completed jobs to their futures and tasks, then wakes tasks waiting for room. */
+static void evl__executor_unlink(evl_executor **list, evl_executor *ex) {
+    while (*list != ex) list = &(*list)->next;
+    *list = ex->next;
+}
+
+/* Hands the completed jobs to their futures and tasks, then wakes tasks waiting for room. An
+   abandoned pool whose last job came back and whose threads are gone is freed. */
 static void evl__executor_drain(evl_loop *loop, evl_executor *ex) {
     evl__xjob *done, *rev = NULL;
     size_t room;
+    int threads;
     pthread_mutex_lock(&ex->lock);
     done = ex->done;
     ex->done = NULL;
     ex->notified = 0;
     room = ex->qmax - ex->qlen;
+    threads = ex->threads;
     pthread_mutex_unlock(&ex->lock);
     while (done) { /* the workers push in front: restore completion order */
         evl__xjob *next = done->next;
@@ -4721,25 +5226,27 @@ static void evl__executor_drain(evl_loop *loop, evl_executor *ex) {
     while (rev) {
         evl__xjob *j = rev;
         rev = j->next;
-        evl__job_unlink(ex, j);
-        if (j->orphaned) {
-            evl__free(loop, j);
-        } else if (j->future) {
-            evl_future *f = j->future;
-            f->cancel_hook = NULL;
-            evl_future_set(loop, f, 0, j->result);
-            evl__free(loop, j);
-        } else {
-            j->delivered = 1; /* the task reads the result, then frees the job */
-            evl__task_wake(loop, j->waiter, 0, j->result, 0);
+        evl__job_complete(loop, ex, j);
+    }
+    if (ex->abandoned) {
+        /* A worker hands back its last job and leaves in one hold of the lock, so no thread
+           means every job is back. */
+        if (threads == 0) {
+            evl__executor_unlink(&loop->executors_abandoned, ex);
+            evl__executor_destroy(ex);
         }
+        return;
     }
     while (room-- > 0 && ex->room.head) evl__task_wake(loop, ex->room.head, 0, NULL, 0);
 }
 
 static void evl__executors_drain(evl_loop *loop) {
-    evl_executor *ex;
+    evl_executor *ex, *next;
     for (ex = loop->executors; ex; ex = ex->next) evl__executor_drain(loop, ex);
+    for (ex = loop->executors_abandoned; ex; ex = next) {
+        next = ex->next;
+        evl__executor_drain(loop, ex);
+    }
 }
 
 static evl__xjob *evl__job_new(evl_loop *loop, evl_executor *ex, evl_work_fn fn, void *arg) {
@@ -4759,6 +5266,19 @@ static int evl__executor_listed(const evl_loop *loop, const evl_executor *ex) {
     return 0;
 }
 
+/* Waits for room in a full queue (backpressure). A shutdown of the pool meanwhile wakes us
+   with an error, or leaves the pool off the loop's list. */
+static int evl__executor_enqueue_waiting(evl_loop *loop, evl_executor *ex, evl_task *t,
+                                         evl__xjob *j) {
+    int err;
+    while ((err = evl__executor_enqueue(ex, j)) == -ENOSPC) {
+        if ((err = evl__task_suspend(loop, t, &ex->room)) < 0) return err;
+        if (!evl__executor_listed(loop, ex)) return -ESHUTDOWN;
+        if ((err = evl__task_enter(loop, &t)) < 0) return err;
+    }
+    return err;
+}
+
 int evl_executor_run_on(evl_loop *loop, evl_executor *ex, evl_work_fn fn, void *arg,
                         void **result) {
     evl_task *t;
@@ -4768,37 +5288,27 @@ int evl_executor_run_on(evl_loop *loop, evl_executor *ex, evl_work_fn fn, void *
     if (!ex || !fn) return -EINVAL;
     if (!(j = evl__job_new(loop, ex, fn, arg))) return -ENOMEM;
     j->waiter = t;
-    /* Backpressure: while the queue is full, wait for a completion to make room. A shutdown
-       of the pool meanwhile wakes us with an error, or leaves the pool off the loop's list. */
-    while ((err = evl__executor_enqueue(ex, j)) == -ENOSPC) {
-        err = evl__task_suspend(loop, t, &ex->room);
-        if (err < 0) break;
-        if (!evl__executor_listed(loop, ex)) {
-            err = -ESHUTDOWN;
-            break;
-        }
-        if ((err = evl__task_enter(loop, &t)) < 0) break;
-    }
-    if (err < 0) {
+    if ((err = evl__executor_enqueue_waiting(loop, ex, t, j)) < 0) {
         evl__free(loop, j);
         return err;
     }
+    t->job = j; /* from now until the job is back: evl_loop_close looks here */
     err = evl__task_suspend(loop, t, NULL);
-    if (t->wake_value == (const void *)&evl__job_abandoned) return -ECANCELED;
-    if (err >= 0 && j->delivered) {
-        if (result) *result = t->wake_value;
-        evl__free(loop, j);
-        return 0;
-    }
-    /* Cancelled or out of time: a queued job never runs; a running one is orphaned. */
-    if (j->delivered) evl__free(loop, j);
-    else if (evl__job_dequeue(ex, j)) {
+    if (j->delivered) {
+        if (err >= 0 && result) *result = t->wake_value;
+    } else if (evl__job_dequeue(ex, j)) {
+        /* Cancelled or out of time while queued: the job never runs. */
         evl__job_unlink(ex, j);
-        evl__free(loop, j);
     } else {
-        j->orphaned = 1;
+        /* Cancelled or out of time while it runs: its arg may point into this very stack, so
+           ask it to stop and wait for it to return, whatever happens meanwhile. Its pool may
+           be freed once it is back, hence the loop's allocator below. */
+        evl__job_cancel(j);
+        while (!j->delivered) evl__task_suspend_uninterruptible(loop, t);
     }
-    return err < 0 ? err : -ECANCELED;
+    t->job = NULL;
+    evl__free(loop, j);
+    return err;
 }
 
 int evl_executor_run(evl_loop *loop, evl_work_fn fn, void *arg, void **result) {
@@ -4838,37 +5348,40 @@ int evl_executor_submit(evl_loop *loop, evl_work_fn fn, void *arg, evl_future **
     return err < 0 ? err : evl_executor_submit_on(loop, ex, fn, arg, out);
 }
 
-/* Gives up on a job that will never complete: its future or waiting task hears -ECANCELED,
-   and it is freed (a waiting task frees its own). */
-static void evl__job_fail(evl_loop *loop, evl__xjob *j) {
-    if (j->future) {
-        evl_future *f = j->future;
-        f->cancel_hook = NULL;
-        evl_future_set(loop, f, -ECANCELED, NULL);
-        evl__free(loop, j);
-    } else if (j->waiter && !j->orphaned) {
-        j->delivered = 1;
-        evl__task_wake(loop, j->waiter, -ECANCELED, NULL, 0);
-    } else {
-        evl__free(loop, j);
-    }
+/* Gives up on a job that will never run: its future or waiting task hears -ECANCELED, and it
+   is freed (a waiting task frees its own). */
+static void evl__job_fail(evl_loop *loop, evl_executor *ex, evl__xjob *j) {
+    evl__job_cancel(j);
+    j->state = EVL__JOB_DONE;
+    evl__job_complete(loop, ex, j);
 }
 
-/* Gives up on what the pool still holds: waiters and futures hear -ECANCELED. */
-static void evl__executor_fail_jobs(evl_loop *loop, evl_executor *ex, evl__xjob *queued) {
+static void evl__executor_fail_queued(evl_loop *loop, evl_executor *ex, evl__xjob *queued) {
     while (queued) {
         evl__xjob *j = queued;
         queued = j->next;
-        evl__job_unlink(ex, j);
-        evl__job_fail(loop, j);
+        evl__job_fail(loop, ex, j);
     }
 }
 
-static void evl__executor_unlink(evl_loop *loop, evl_executor *ex) {
-    evl_executor **pp = &loop->executors;
-    while (*pp != ex) pp = &(*pp)->next;
-    *pp = ex->next;
+/* A job is stuck past the shutdown deadline: the pool's jobs are asked to stop and no longer
+   keep evl_run going, and the pool moves to the abandoned list. Whoever waits for a stuck job
+   keeps waiting: a task until the job returns, a future until it completes (-ECANCELED). */
+static void evl__executor_abandon(evl_loop *loop, evl_executor *ex, int stuck) {
+    evl__xjob *j;
+    char msg[96];
+    snprintf(msg, sizeof msg, "%d executor job(s) still running after the shutdown deadline",
+             stuck);
+    evl__report(loop, msg, -ETIMEDOUT, NULL);
+    for (j = ex->in_flight; j; j = j->fnext) {
+        evl__job_cancel(j);
+        loop->jobs_in_flight--;
+    }
+    ex->abandoned = 1;
+    evl__executor_unlink(&loop->executors, ex);
     if (loop->default_executor == ex) loop->default_executor = NULL;
+    ex->next = loop->executors_abandoned;
+    loop->executors_abandoned = ex;
 }
 
 int evl_executor_shutdown(evl_loop *loop, evl_executor *ex, evl_time timeout) {
@@ -4894,71 +5407,45 @@ int evl_executor_shutdown(evl_loop *loop, evl_executor *ex, evl_time timeout) {
     stuck = ex->threads > 0 ? ex->busy : 0;
     pthread_mutex_unlock(&ex->lock);
     evl__waitq_wake_all(loop, &ex->room, -ESHUTDOWN);
-    evl__executor_fail_jobs(loop, ex, queued);
-    evl__executor_unlink(loop, ex);
+    evl__executor_fail_queued(loop, ex, queued);
     if (stuck) {
-        /* A job is stuck in its thread. The thread is left to finish on its own; it will not
-           touch the loop again, and the pool and its jobs stay allocated for it. */
-        evl__xjob *j;
-        char msg[96];
-        snprintf(msg, sizeof msg, "%d executor job(s) still running after the shutdown deadline",
-                 stuck);
-        evl__report(loop, msg, -ETIMEDOUT, NULL);
-        for (j = ex->in_flight; j; j = j->fnext) {
-            loop->jobs_in_flight--;
-            if (j->future) {
-                j->future->cancel_hook = NULL;
-                evl_future_set(loop, j->future, -ECANCELED, NULL);
-            } else if (j->waiter && !j->orphaned && !j->delivered) {
-                /* Woken now, or already woken and not yet resumed: either way the task
-                   reads this marker and leaves the job and the pool alone. */
-                evl_task *w = j->waiter;
-                if (w->woken) {
-                    w->wake_status = -ECANCELED;
-                    w->wake_value = (void *)&evl__job_abandoned;
-                } else {
-                    evl__task_wake(loop, w, -ECANCELED, (void *)&evl__job_abandoned, 0);
-                }
-            }
-            j->waiter = NULL;
-            j->future = NULL;
-        }
-        /* The loop is done with the pool: its last worker frees it (or we do, if the stuck
-           job ended meanwhile). */
-        pthread_mutex_lock(&ex->lock);
-        ex->abandoned = ex->threads > 0;
-        pthread_mutex_unlock(&ex->lock);
-        if (!ex->abandoned) evl__executor_free_abandoned(ex);
+        evl__executor_abandon(loop, ex, stuck);
         return -ETIMEDOUT;
     }
     evl__executor_drain(loop, ex);
-    pthread_cond_destroy(&ex->work);
-    pthread_cond_destroy(&ex->exited);
-    pthread_mutex_destroy(&ex->lock);
-    evl__free(loop, ex);
+    evl__executor_unlink(&loop->executors, ex);
+    if (loop->default_executor == ex) loop->default_executor = NULL;
+    evl__executor_destroy(ex);
     return 0;
 }
 
-/* In a child after fork(): the pool's threads are the parent's and do not exist here. Every job
-   it held fails with -ECANCELED and is freed (a waiting task frees its own), and the pool
-   starts again empty, with a fresh lock, so it stays usable: new workers start on demand.
-   The old lock may have been held by a parent thread, hence initialised again, not used.
-   (Every job in flight is undelivered: a completed one leaves the list before its task is
-   woken.) */
-static int evl__executor_after_fork(evl_loop *loop, evl_executor *ex) {
-    evl__xjob *j = ex->in_flight;
-    while (j) {
-        evl__xjob *next = j->fnext;
-        evl__job_fail(loop, j);
-        j = next;
-    }
-    ex->in_flight = ex->qhead = ex->qtail = ex->done = NULL;
+/* In a child after fork(): the pool's threads are the parent's and do not exist here, so no
+   job in flight will ever return. Each fails with -ECANCELED (a waiting task frees its own).
+   A pool of the program's starts again empty, with a fresh lock (the old one may have been
+   held by a parent thread, hence initialised again, not used), so it stays usable; an
+   abandoned pool is freed. */
+static void evl__executor_after_fork(evl_loop *loop, evl_executor *ex) {
+    while (ex->in_flight) evl__job_fail(loop, ex, ex->in_flight);
+    ex->qhead = ex->qtail = ex->done = NULL;
     ex->qlen = 0;
     ex->threads = ex->idle = ex->busy = 0;
     ex->notified = 0;
     /* The queue is empty now: tasks waiting for room try again. */
     evl__waitq_wake_all(loop, &ex->room, 0);
-    return evl__executor_sync_init(ex);
+}
+
+static int evl__executors_after_fork(evl_loop *loop) {
+    evl_executor *ex;
+    while ((ex = loop->executors_abandoned) != NULL) {
+        loop->executors_abandoned = ex->next;
+        evl__executor_after_fork(loop, ex);
+        ex->alloc(ex->alloc_ud, ex, 0);
+    }
+    for (ex = loop->executors; ex; ex = ex->next) {
+        evl__executor_after_fork(loop, ex);
+        if (evl__executor_sync_init(ex) < 0) return -ENOMEM;
+    }
+    return 0;
 }
 
 static void evl__executor_gauges(const evl_loop *loop, evl_stats *out) {
@@ -4971,24 +5458,46 @@ static void evl__executor_gauges(const evl_loop *loop, evl_stats *out) {
     }
 }
 
-/* The tasks are about to be freed (evl_loop_close): no job may deliver to them. */
-static void evl__executors_orphan_waiters(evl_loop *loop) {
-    evl_executor *ex;
-    evl__xjob *j;
-    for (ex = loop->executors; ex; ex = ex->next)
-        for (j = ex->in_flight; j; j = j->fnext)
-            if (j->waiter && !j->delivered) {
-                j->orphaned = 1;
-                j->waiter = NULL;
-            }
-}
-
 /* Shuts every pool, sharing one deadline. */
 static void evl__executors_shutdown(evl_loop *loop, evl_time timeout) {
     evl_time deadline = evl__time_add(evl__clock_read(), timeout > 0 ? timeout : 0);
     while (loop->executors) {
         evl_time left = deadline - evl__clock_read();
         evl_executor_shutdown(loop, loop->executors, left > 0 ? left : 0);
+    }
+}
+
+/* evl_loop_close abandons task t while its job still runs: the job keeps the task's stack
+   (its arg may point there) and frees it when it returns. */
+static void evl__executor_keep_stack(evl_task *t) {
+    evl__xjob *j = t->job;
+    j->waiter = NULL;
+    j->orphaned = 1;
+    j->held = t->stack;
+    t->stack.base = NULL;
+    t->job = NULL;
+}
+
+/* The loop closes: its abandoned pools are cut loose. What came back is freed here; what
+   still runs is freed by its worker, and the last worker frees the pool. */
+static void evl__executors_detach(evl_loop *loop) {
+    evl_executor *ex;
+    while ((ex = loop->executors_abandoned) != NULL) {
+        evl__xjob *done;
+        int threads;
+        loop->executors_abandoned = ex->next;
+        pthread_mutex_lock(&ex->lock);
+        ex->loop = NULL;
+        done = ex->done;
+        ex->done = NULL;
+        threads = ex->threads;
+        pthread_mutex_unlock(&ex->lock);
+        while (done) {
+            evl__xjob *next = done->next;
+            evl__job_free(ex, done);
+            done = next;
+        }
+        if (threads == 0) evl__executor_destroy(ex);
     }
 }
 #endif /* executor */
@@ -5197,6 +5706,13 @@ static void evl__close_hooks_run(evl_loop *loop) {
     for (i = 0; i < loop->close_hooks_len; i++) loop->close_hooks[i].cb(loop, loop->close_hooks[i].arg);
 }
 
+/* The very last step: the close hooks, then the stop. */
+static void evl__shutdown_close(evl_loop *loop, void *arg) {
+    (void)arg;
+    evl__close_hooks_run(loop);
+    evl_stop(loop);
+}
+
 /* The last step of a shutdown: name the tasks that did not finish in time, shut the
    executors within what is left of the grace period, run the close hooks, stop. */
 static void evl__shutdown_finish(evl_loop *loop, void *arg) {
@@ -5216,8 +5732,10 @@ static void evl__shutdown_finish(evl_loop *loop, void *arg) {
 #if !defined(EVL_NO_TASKS) && !defined(EVL_NO_THREADS)
     evl__executors_shutdown(loop, loop->shutdown_deadline - evl__clock_read());
 #endif
-    evl__close_hooks_run(loop);
-    evl_stop(loop);
+    /* What the executors just delivered (futures' callbacks, tasks woken with a result) runs
+       in the next drain, and this step queued behind it runs last. */
+    if (evl_call_soon_at(loop, evl__shutdown_close, NULL, NULL, 0) < 0)
+        evl__shutdown_close(loop, NULL);
 }
 
 /* Called as tasks finish during a shutdown: the last one ends the wait early. */
@@ -5225,7 +5743,8 @@ static void evl__shutdown_task_done(evl_loop *loop) {
 #ifndef EVL_NO_TASKS
     if (loop->shutdown_state == 1 && loop->tasks_alive == 0 && !loop->shutdown_finish_queued) {
         loop->shutdown_finish_queued = 1;
-        evl_call_soon(loop, evl__shutdown_finish, NULL);
+        if (evl_call_soon_at(loop, evl__shutdown_finish, NULL, NULL, 0) < 0)
+            evl__shutdown_finish(loop, NULL);
     }
 #else
     (void)loop;
@@ -5279,13 +5798,8 @@ int evl_loop_fork(evl_loop *loop) {
     }
 #endif
 #if !defined(EVL_NO_TASKS) && !defined(EVL_NO_THREADS)
-    {
-        /* The parent's workers do not exist here: their jobs fail, the pools start empty. */
-        evl_executor *ex;
-        loop->jobs_in_flight = 0;
-        for (ex = loop->executors; ex; ex = ex->next)
-            if ((err = evl__executor_after_fork(loop, ex)) < 0) return err;
-    }
+    /* The parent's workers do not exist here: their jobs fail, the pools start empty. */
+    if ((err = evl__executors_after_fork(loop)) < 0) return err;
 #endif
     /* New kernel objects: the parent's epoll set and wakeup fd must not be shared. */
     evl_io_stop(loop, &loop->wake_io);
@@ -5306,12 +5820,21 @@ int evl_loop_fork(evl_loop *loop) {
 
 /* ==== >>runner ==== */
 #ifndef EVL_NO_TASKS
-typedef struct evl__main_ctx {
+typedef struct evl__main_ctx evl__main_ctx;
+
+/* One of evl_main's signal watchers, and the signal it watches (for the second one's exit). */
+typedef struct evl__main_signal_arg {
+    evl__main_ctx *m;
+    int signo;
+} evl__main_signal_arg;
+
+struct evl__main_ctx {
     evl_task_fn fn;
     void *arg;
     int result, signals;
     evl_time grace;
-} evl__main_ctx;
+    evl__main_signal_arg sig_args[2];
+};
 
 static int evl__main_task(evl_loop *loop, void *arg) {
     evl__main_ctx *m = (evl__main_ctx *)arg;
@@ -5322,11 +5845,28 @@ static int evl__main_task(evl_loop *loop, void *arg) {
 }
 
 #ifndef EVL_NO_SIGNALS
+/* The second signal ends the process the way the signal itself would have, so a supervisor
+   sees SIGTERM or SIGINT as the cause (128 + signo from a shell), not an exit status. */
+static void evl__main_die_by(int signo) {
+    sigset_t set;
+    signal(signo, SIG_DFL);
+    sigemptyset(&set);
+    sigaddset(&set, signo);
+#ifndef EVL_NO_THREADS
+    pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+#else
+    sigprocmask(SIG_UNBLOCK, &set, NULL);
+#endif
+    raise(signo);
+    _exit(128 + signo); /* only if the signal could not end the process */
+}
+
 static void evl__main_signal(evl_loop *loop, void *arg) {
-    evl__main_ctx *m = (evl__main_ctx *)arg;
+    evl__main_signal_arg *sa = (evl__main_signal_arg *)arg;
+    evl__main_ctx *m = sa->m;
     if (++m->signals > 1) {
-        evl__log(loop, EVL_LOG_WARN, "evloop: second signal: exiting now");
-        _exit(130);
+        evl__log(loop, EVL_LOG_WARN, "evloop: second signal (%d): exiting now", sa->signo);
+        evl__main_die_by(sa->signo);
     }
     evl__log(loop, EVL_LOG_INFO, "evloop: signal received: shutting down (grace %.1f s)",
              (double)m->grace / 1e9);
@@ -5359,8 +5899,11 @@ int evl_main(const evl_config *cfg, evl_task_fn main_fn, void *arg) {
              loop->backend->name, loop->debug ? "on" : "off");
 #endif
 #ifndef EVL_NO_SIGNALS
-    evl_signal_init(&sigint, SIGINT, evl__main_signal, &m);
-    evl_signal_init(&sigterm, SIGTERM, evl__main_signal, &m);
+    m.sig_args[0].m = m.sig_args[1].m = &m;
+    m.sig_args[0].signo = SIGINT;
+    m.sig_args[1].signo = SIGTERM;
+    evl_signal_init(&sigint, SIGINT, evl__main_signal, &m.sig_args[0]);
+    evl_signal_init(&sigterm, SIGTERM, evl__main_signal, &m.sig_args[1]);
     if ((err = evl_signal_start(loop, &sigint)) < 0 || (err = evl_signal_start(loop, &sigterm)) < 0) {
         evl_loop_close(loop);
         return err;

@@ -1479,8 +1479,8 @@ static void clean_close_is_silent_in_debug_mode(void) {
     CHECK_EQ(log_count(), 0);
 }
 
-/* A task that ignores cancellation (it sleeps in a shield) is abandoned at close: debug mode
-   names it. */
+/* A task that ignores cancellation (it sleeps in a shield) is abandoned at close: the
+   exception handler (here the default one, which logs at ERROR) names it, in every mode. */
 static int shielded_sleeper(evl_loop *loop, void *arg) {
     (void)arg;
     evl_shield_begin(loop);
@@ -1495,8 +1495,9 @@ static void close_names_abandoned_task_in_debug_mode(void) {
     CHECK_OK(evl_task_spawn(loop, NULL, shielded_sleeper, NULL, &opts));
     CHECK_EQ(evl_run_once(loop, 0), 1);
     CHECK_OK(evl_loop_close(loop));
-    if (log_find(EVL_LOG_WARN, "immortal", NULL) != 1) log_dump();
-    CHECK_EQ(log_find(EVL_LOG_WARN, "immortal", NULL), 1);
+    if (log_find(EVL_LOG_ERROR, "immortal", NULL) != 1) log_dump();
+    CHECK_EQ(log_find(EVL_LOG_ERROR, "immortal", NULL), 1);
+    CHECK_EQ(log_find(EVL_LOG_ERROR, "abandoned", NULL), 1);
 }
 
 /* The manual: evl_loop_close "drops the callbacks still queued without running them" and
