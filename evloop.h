@@ -199,15 +199,22 @@
    the callback runs in every iteration in which the fd is ready, with the ready events (errors
    and hang-ups are reported as both readable and writable, within the events asked for). Call
    evl_io_start again to change the events. Several watchers may watch one fd (for example a
-   reader task and a writer task). Stop every watcher of an fd before you close the fd: a watcher
-   that is stopped, or an fd closed and its number reused during an iteration, never gets a stale
-   event from that iteration.
+   reader task and a writer task). Stop every watcher of an fd before you close the fd, or close
+   it with evl_close(loop, fd), which stops them for you and wakes every task waiting on the fd
+   with -EBADF at once (a plain close(2) of an fd a task waits on is a bug: on epoll the kernel
+   drops the fd without an event and the task sleeps forever; debug mode reports it where the
+   backend can see it, on poll and select). A watcher that is stopped, or an fd closed and its
+   number reused during an iteration, never gets a stale event from that iteration.
 
    Loop lifetime. evl_loop_close always succeeds when called from outside the loop's callbacks:
-   it cancels the tasks still alive and gives them a few non-blocking iterations to finish
-   (a task that is still running after them is abandoned: its stack is freed, its cleanup
-   never runs), stops every active handle, drops the callbacks still queued without running
-   them, and frees everything the loop allocated.
+   it stops every active handle and drops the callbacks still queued without running them,
+   cancels the tasks still alive and gives them a few non-blocking iterations to finish, waits
+   (up to evl_config.shutdown_grace, or what is left of a shutdown's) for the executor jobs
+   that tasks still wait on, shuts the executors down, and frees everything the loop
+   allocated. A task still running after that is abandoned, and the exception handler hears
+   of it by name in every mode: its cleanup never runs, its stack is freed, unless an executor
+   job it waits on still runs, in which case the job keeps the stack and frees it when it
+   returns.
 
    Tasks. A task is a function that runs on its own stack and can suspend in the middle, so a
    server is written as plain sequential code:
@@ -251,6 +258,11 @@
            evl_shield_end(loop);
        }
 
+   Inside a shield, a deadline set with evl_deadline still applies (so a goodbye to a stuck
+   peer cannot hang a shutdown); cancellation and the deadlines set outside the shield apply
+   again after the last evl_shield_end. A shield is for waits that must finish; it does not
+   stop the loop from closing (see Loop lifetime).
+
    Every task I/O call checks for cancellation (and the deadline) before it even tries, so a
    loop over an fd that is always ready still stops: a task that took an item from a queue and
    must not lose it writes it under a shield. Joining a finished task and awaiting a completed
@@ -271,14 +283,41 @@
        int err = fetch(loop, request);   // everything inside gives up after 200 ms
        evl_deadline_restore(loop, old);
 
+   Bounding a cleanup that must not be cancelled: a shield, and a deadline set inside it:
+
+       evl_shield_begin(loop);
+       evl_time old = evl_deadline(loop, evl_now(loop) + EVL_MSEC(50));
+       evl_write_all(loop, fd, "bye\n", 4);   // -ETIMEDOUT after 50 ms against a stuck peer
+       evl_deadline_restore(loop, old);
+       evl_shield_end(loop);
+
    Structured concurrency. An evl_group owns the tasks spawned into it: evl_group_wait returns
    when all have finished, with 0 or the first failure (which cancelled the others); a waiter
-   that is cancelled cancels the group's tasks and waits for them before it returns. Futures
-   (evl_future) carry one result, settable from any thread with evl_future_set_threadsafe.
-   evl_event, evl_sem and the bounded evl_queue are the coordination and backpressure
-   primitives: a task waiting on a full queue is how a fast producer is slowed to the pace of
-   its consumer. After a wakeup a task never touches the object it waited on, so freeing an
-   event, semaphore, queue, future or group while tasks wait is safe: they get -ECANCELED.
+   that is cancelled cancels the group's tasks and waits for them before it returns.
+   evl_group_cancel stops a group on purpose: its tasks are cancelled, and the wait returns 0
+   (a failure that came first is still returned). evl_group_spawn_task hands back a member's
+   task, valid to cancel or name it until it finishes; after a failed wait,
+   evl_group_first_failure says which task failed first, with what, and how many failed.
+   Futures (evl_future) carry one result, settable from any thread with
+   evl_future_set_threadsafe; a future may be freed from its own evl_future_on_done callback,
+   which is how C code cleans up after it. evl_event, evl_sem and the bounded evl_queue are
+   the coordination and backpressure primitives: a task waiting on a full queue is how a fast
+   producer is slowed to the pace of its consumer. evl_queue_close ends a stream of items (as
+   asyncio's Queue.shutdown and Go's close do): every put from then on, and every put
+   waiting, returns -EPIPE; gets return the items left, then -EPIPE. After a wakeup a task
+   never touches the object it waited on, so freeing an event, semaphore, queue, future or
+   group while tasks wait is safe: they get -ECANCELED.
+
+   Partial writes. evl_write_all returns len or an error; when it fails part way (a reset, a
+   cancel, a deadline) it does not say how much went out. evl_write is one write(2) that waits
+   for room and returns what it took, so a caller that must know loops over it:
+
+       size_t sent = 0;
+       while (sent < len) {
+           ssize_t n = evl_write(loop, fd, buf + sent, len - sent);
+           if (n < 0) break;   // sent bytes went out; the rest did not
+           sent += (size_t)n;
+       }
 
    ERROR BOUNDARY AND DEBUG MODE
    -----------------------------
@@ -328,12 +367,31 @@
    and a queue bounded by evl_config.executor_queue. A task offloading to a full queue waits
    for room (backpressure; cancellation and deadlines apply while it waits); evl_executor_submit
    from a callback returns a future, or -EAGAIN when full. Results return on the loop thread
-   through the same coalesced wakeup as posts, many per wakeup. Cancelling a task (or the
-   future) while its job is queued means the job never runs; once running, it finishes and its
-   result is dropped. evl_executor_new makes further pools, so CPU-bound work sized to the
-   cores does not starve blocking I/O (C has no GIL: threads are the answer to the seeds'
-   ProcessPoolExecutor advice). evl_executor_shutdown cancels what is queued, waits for what
-   runs until its deadline, reports a job still stuck and returns: it never hangs.
+   through the same coalesced wakeup as posts, many per wakeup. evl_executor_new makes further
+   pools, so CPU-bound work sized to the cores does not starve blocking I/O (C has no GIL:
+   threads are the answer to asyncio's ProcessPoolExecutor advice). evl_executor_shutdown
+   cancels what is queued, waits for what runs until its deadline, reports a job still stuck
+   and returns: it never hangs.
+
+   A job's arg is handed back when the job has returned, and the library never frees or
+   reuses what it points to before then, as Trio's to_thread.run_sync waits for its thread:
+     - evl_executor_run returns only after its job has returned (or was dropped unrun), so arg
+       may point into the task's own stack. Cancelled or past its deadline while the job is
+       queued, the job never runs and the call returns -ECANCELED or -ETIMEDOUT at once;
+       while it runs, the job is asked to stop, the task waits for it, and the call returns
+       -ECANCELED or -ETIMEDOUT without the result.
+     - A submitted job's future completes when the job has returned: cancelling it drops a
+       queued job at once (the future completes with -ECANCELED), and a running one completes
+       the future with -ECANCELED when it returns. Its evl_future_on_done callbacks are where
+       to free arg. Freeing the future before then gives that moment up (the job runs on,
+       orphaned): do not free what arg points to.
+     - A job asked to stop sees evl_executor_cancelled() return 1 on its worker thread: its
+       waiter was cancelled or passed its deadline, its future was cancelled, or its pool was
+       shut down past its deadline. A long job polls it and returns early.
+     - A job still running past a shutdown deadline (evl_executor_shutdown, evl_shutdown,
+       evl_loop_close) is reported and asked to stop; whoever waits for it hears -ECANCELED
+       when it returns, and if the loop closes first, the stack of a task waiting on it is
+       kept until it returns. Nothing is freed under a running job.
 
    Signals: an evl_signal watcher runs its callback on the loop thread after the signal
    arrived. One process-wide handler sets a per-loop pending flag and writes the loop's wakeup,
@@ -345,19 +403,39 @@
    evl_shutdown(loop, grace) is the graceful exit an orchestrator expects between SIGTERM and
    SIGKILL: it runs the evl_on_shutdown hooks (close your listeners there), cancels every task,
    waits for them until the grace period ends (or less, when the last one finishes), reports
-   by name each task still running, shuts the executors within what is left, runs the
-   evl_on_close hooks and stops the loop. evl_main(cfg, main, arg) is the whole bootstrap: the
-   loop, SIGINT and SIGTERM wired to evl_shutdown(cfg->shutdown_grace) (a second signal exits
-   at once), main run as a task (when it returns, the rest is shut down the same way), the
-   loop closed, main's result returned (0 when main ended because a shutdown cancelled it).
+   by name each task still running, shuts the executors within what is left, runs what that
+   made due (the futures' on_done callbacks of the jobs that finished, the tasks they woke),
+   then the evl_on_close hooks, and stops the loop. evl_main(cfg, main, arg) is the whole
+   bootstrap: the loop, SIGINT and SIGTERM wired to evl_shutdown(cfg->shutdown_grace), main run
+   as a task (when it returns, the rest is shut down the same way), the loop closed, main's
+   result returned (0 when main ended because a shutdown cancelled it). A second SIGINT or
+   SIGTERM during the shutdown ends the process at once by that signal (its default action),
+   so a supervisor sees the signal, as a shell does (exit status 128 + signo).
    evl_loop_fork(loop) prepares a loop for the child after fork(): new backend and wakeup fds;
    the parent's executor jobs fail with -ECANCELED and its pools start again empty (their
    threads are the parent's; new ones start on first use); the parent's signals are not
    delivered twice.
 
+   OWNERSHIP: WHEN A POINTER COMES BACK
+   ------------------------------------
+   Every pointer the library takes has a moment when it is handed back; after it the library
+   never touches it, whatever cancellation, deadline, shutdown or close happens in between:
+     callback args    (evl_call_soon, timers, I/O and signal watchers, hooks): passed to the
+                      callback only; yours again once the handle is stopped, the callback
+                      has run, or evl_loop_close dropped it unrun
+     a task's arg     passed to its function; a task cancelled before it started never runs,
+                      so the arg is its spawner's again when evl_task_done says so
+     a job's arg      when the job has returned: evl_executor_run returns, or the job's
+                      future completes (free it in an evl_future_on_done callback)
+     a task's stack   the library's: freed when the task finishes, or at evl_loop_close, but
+                      kept for as long as an executor job the task waits on still runs
+     queue items      yours: evl_queue_free and evl_queue_close leave the items left to you
+     a future         yours until evl_future_free, which may run from its own callback
+     handles          (evl_timer, evl_io, evl_signal): yours; not moved or freed while active
+
    CONFIGURING A LOOP FOR PRODUCTION
    ---------------------------------
-   The seed documents' checklist for an asyncio service, step by step, in evloop:
+   The production checklist for an asyncio service, step by step, in evloop:
      1. Backend: the best one is the default (epoll, kqueue); EVLOOP_BACKEND overrides it at
         run time, and an unavailable choice is an error, never a silent fallback.
      2. Debug gating: leave evl_config.debug at -1 so EVLOOP_DEBUG=1 in the environment turns
@@ -383,7 +461,8 @@
    posts arrive before it wakes), evl_stop, evl_loop_ref, evl_loop_unref,
    evl_future_set_threadsafe and evl_signal_start/stop. A thread that will
    post to a loop with nothing else to wait for should hold evl_loop_ref, or evl_run may return
-   before the post arrives. Interrupted system calls (EINTR) are retried inside the poll.
+   before the post arrives. An executor job may call evl_executor_cancelled on its worker
+   thread. Interrupted system calls (EINTR) are retried inside the poll.
    The library leaves SIGPIPE alone: by default a write to a socket the peer has reset kills
    the process. A server ignores it once at start, signal(SIGPIPE, SIG_IGN), and the write
    (evl_write_all too) fails with -EPIPE instead, as examples/http.c does.
@@ -391,25 +470,30 @@
    ERRORS
    ------
    A function that can fail returns int: 0 (or a count) on success, a negative errno on
-   failure. evl_strerror names the code. When a call that takes a callback fails, the callback
-   never runs. Passing a NULL loop is a programming error and asserts; bad input from the
-   caller or a failure of the OS is returned:
-     -EINVAL     NULL handle, no callback, negative delay, bad event mask, unknown backend name
-     -EBADF      negative file descriptor
+   failure. evl_strerror describes the code and evl_errname names it ("EBADF"), for every
+   errno the C library has, from one table. When a call that takes a callback fails, the
+   callback never runs. Passing a NULL loop is a programming error and asserts; bad input from
+   the caller or a failure of the OS is returned:
+     -EINVAL     NULL handle, no callback, negative delay, bad event mask, unknown backend
+                 name; evl_task_join of a detached task or of a group's task
+     -EBADF      negative file descriptor; a task I/O call whose fd evl_close closed
      -ERANGE     the select backend cannot watch an fd >= FD_SETSIZE
      -ENOMEM     the allocator failed (the loop keeps working; nothing was queued)
      -ENOSYS     the requested backend is not available in this build or on this platform
-     -EBUSY      evl_run or evl_run_once called from inside the same loop's callback
+     -EBUSY      evl_run or evl_run_once called from inside the same loop's callback; a
+                 second evl_task_join of one task; evl_future_set on an executor job's future
      -EDEADLK    evl_loop_close called from inside the same loop's callback; a task joining itself
-     -EPERM      a suspending call made outside a task
+     -EPERM      a suspending call made outside a task; (debug mode) a loop-thread-only call
+                 made from another thread
      -ECANCELED  the task was cancelled (not an error to report: the task is being told to end)
      -ETIMEDOUT  the task's deadline has passed
      -ESRCH      cancelling or joining a task that has finished or was joined
-     -EALREADY   completing a future twice
+     -EALREADY   completing a future twice; evl_shutdown while one is under way
      -EAGAIN     evl_sem_try_acquire, evl_queue_try_put, evl_queue_try_get or
                  evl_executor_submit could not proceed
+     -EPIPE      a put to a closed queue, a get from a closed and empty one
+     -ENOSPC     evl_signal_start when 16 loops already watch that signal
      -ESHUTDOWN  offloading to an executor that is shutting down
-     -EPERM      (debug mode) a loop-thread-only call made from another thread
      other       whatever the backend's system call reported (epoll_ctl on a regular file: -EPERM)
 
    PLATFORMS
@@ -3365,8 +3449,8 @@ int evl_task_spawn_at(evl_loop *loop, evl_task **out, evl_task_fn fn, void *arg,
         t->line = line;
     }
     if (opts && opts->name) strncpy(t->name, opts->name, sizeof t->name - 1);
-    evl_timer_init(&t->sleep_timer, evl__task_timer_cb, t);
-    evl_timer_init(&t->deadline_timer, evl__task_deadline_cb, t);
+    (evl_timer_init)(&t->sleep_timer, evl__task_timer_cb, t);
+    (evl_timer_init)(&t->deadline_timer, evl__task_deadline_cb, t);
 #ifdef EVL__TSAN
     t->tsan_fiber = __tsan_create_fiber(0);
 #endif
@@ -3597,7 +3681,7 @@ int evl_future_await(evl_loop *loop, evl_future *f, void **value) {
 int evl_future_on_done(evl_loop *loop, evl_future *f, evl_cb cb, void *arg) {
     EVL_ASSERT(loop);
     if (!f || !cb) return -EINVAL;
-    if (f->done) return evl_call_soon(loop, cb, arg);
+    if (f->done) return (evl_call_soon)(loop, cb, arg);
     if (evl__grow(loop, (void **)&f->callbacks, &f->callbacks_cap, f->ncallbacks + 1,
                   sizeof *f->callbacks) < 0 ||
         evl__ring_fit(loop, 1) < 0)
@@ -3984,7 +4068,7 @@ int evl_wait_io(evl_loop *loop, int fd, int events) {
     evl_task *t;
     int err = evl__task_enter(loop, &t);
     if (err < 0) return err;
-    evl_io_init(&t->io, fd, evl__task_io_cb, t);
+    (evl_io_init)(&t->io, fd, evl__task_io_cb, t);
     err = evl_io_start(loop, &t->io, events);
     return err < 0 ? err : evl__task_suspend(loop, t, NULL);
 }
@@ -4497,7 +4581,7 @@ int evl_loop_new(evl_loop **out, const evl_config *cfg) {
     err = backend->init(loop);
     if (err == 0) err = evl__wakeup_open(loop);
     if (err == 0) {
-        evl_io_init(&loop->wake_io, loop->wake_rfd, evl__wakeup_cb, NULL);
+        (evl_io_init)(&loop->wake_io, loop->wake_rfd, evl__wakeup_cb, NULL);
         err = evl_io_start(loop, &loop->wake_io, EVL_READ);
     }
 #ifndef EVL_NO_THREADS
@@ -5768,7 +5852,7 @@ int evl_shutdown(evl_loop *loop, evl_time grace) {
     }
 #endif
     /* The grace period is real time even under the virtual clock: it bounds a real exit. */
-    evl_timer_init(&loop->shutdown_timer, evl__shutdown_finish, NULL);
+    (evl_timer_init)(&loop->shutdown_timer, evl__shutdown_finish, NULL);
     evl_timer_start(loop, &loop->shutdown_timer, loop->virtual_clock ? 0 : grace, 0);
     evl__shutdown_task_done(loop);
     return 0;
@@ -5808,7 +5892,7 @@ int evl_loop_fork(evl_loop *loop) {
     if ((err = loop->backend->init(loop)) < 0) return err;
     if ((err = evl__backend_reregister(loop)) < 0) return err;
     if ((err = evl__wakeup_open(loop)) < 0) return err;
-    evl_io_init(&loop->wake_io, loop->wake_rfd, evl__wakeup_cb, NULL);
+    (evl_io_init)(&loop->wake_io, loop->wake_rfd, evl__wakeup_cb, NULL);
     __atomic_store_n(&loop->wake_sent, 0, __ATOMIC_SEQ_CST);
 #ifndef EVL_NO_THREADS
     loop->owner = pthread_self();

@@ -1,4 +1,4 @@
-/* bootstrap.c - the production bootstrap of the asyncio seed documents, ported to evloop.
+/* bootstrap.c - the production bootstrap of a hardened asyncio service, ported to evloop.
 
    Everything a service needs before its first line of business logic, in one evl_main call:
    backend chosen by EVLOOP_BACKEND (else the best), debug mode gated by EVLOOP_DEBUG, a
@@ -31,7 +31,7 @@ static void log_line(int level, const char *message, void *ud) {
 }
 
 /* The error boundary: every failure that no caller can receive comes here. Keep the default
-   handler's line too, as the seed keeps asyncio's. */
+   handler's line too, as a hardened asyncio service keeps asyncio's. */
 static void on_exception(evl_loop *loop, const evl_exception *e, void *ud) {
     (void)ud;
     fprintf(stderr, "loop exception: %s | task=%s | %s\n", e->message,
