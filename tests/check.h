@@ -12,6 +12,7 @@
 
 #include "evloop.h"
 #include <dirent.h>
+#include <pthread.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -79,6 +80,20 @@ static inline int check_dir_count(const char *path) {
 /* The threads of this process, as /proc/self/task lists them. */
 static inline int check_thread_count(void) {
     return check_dir_count("/proc/self/task");
+}
+
+static inline void *check_noop_thread(void *arg) {
+    return arg;
+}
+
+/* The thread count a case compares against later: first one thread is created and joined,
+   so a tool that starts a helper thread of its own with the first pthread_create
+   (ThreadSanitizer) has it running before the count. */
+static inline int check_thread_base(void) {
+    pthread_t th;
+    CHECK(pthread_create(&th, NULL, check_noop_thread, NULL) == 0);
+    CHECK(pthread_join(th, NULL) == 0);
+    return check_thread_count();
 }
 
 /* Prints each thread's id, state and kernel wait channel: what a thread that did not leave

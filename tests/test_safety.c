@@ -198,7 +198,7 @@ static int lc_task(evl_loop *loop, void *arg) {
 static void loop_close_keeps_a_stack_its_job_writes_to(void) {
     evl_loop *loop = loop_with_grace(EVL_MSEC(50));
     evl_task_opts opts = {"lender", 0};
-    int base = check_thread_count(), i;
+    int base = check_thread_base(), i;
     exc_log x;
     evl_time t0, took;
     check_watchdog(20);
