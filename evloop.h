@@ -3312,17 +3312,6 @@ static int evl__task_suspend(evl_loop *loop, evl_task *t, evl__waitq *q) {
     return t->wake_status;
 }
 
-/* Suspends t until it is woken, with neither cancellation nor any deadline able to cut the
-   wait short: for what the task has lent out and must get back (a running executor job). */
-static void evl__task_suspend_uninterruptible(evl_loop *loop, evl_task *t) {
-    evl_time saved = t->shield_deadline;
-    t->shield++;
-    t->shield_deadline = EVL_FOREVER;
-    evl__task_suspend(loop, t, NULL);
-    t->shield--;
-    t->shield_deadline = saved;
-}
-
 static void evl__task_main(void *arg) {
     evl_task *t = (evl_task *)arg;
     evl_loop *loop = t->loop;
@@ -3890,7 +3879,8 @@ void evl_event_set(evl_loop *loop, evl_event *e) {
 }
 
 void evl_event_clear(evl_loop *loop, evl_event *e) {
-    EVL_ASSERT(loop && e);
+    (void)loop;
+    EVL_ASSERT(e);
     e->set = 0;
 }
 
@@ -5363,6 +5353,17 @@ static int evl__executor_enqueue_waiting(evl_loop *loop, evl_executor *ex, evl_t
     return err;
 }
 
+/* Suspends t until it is woken, with neither cancellation nor any deadline able to cut the
+   wait short: for what the task has lent out and must get back (its running executor job). */
+static void evl__task_suspend_uninterruptible(evl_loop *loop, evl_task *t) {
+    evl_time saved = t->shield_deadline;
+    t->shield++;
+    t->shield_deadline = EVL_FOREVER;
+    evl__task_suspend(loop, t, NULL);
+    t->shield--;
+    t->shield_deadline = saved;
+}
+
 int evl_executor_run_on(evl_loop *loop, evl_executor *ex, evl_work_fn fn, void *arg,
                         void **result) {
     evl_task *t;
@@ -5942,7 +5943,8 @@ static void evl__main_die_by(int signo) {
     sigprocmask(SIG_UNBLOCK, &set, NULL);
 #endif
     raise(signo);
-    _exit(128 + signo); /* only if the signal could not end the process */
+    /* cppcheck-suppress unreachableCode ; raise returns when the signal could not end us */
+    _exit(128 + signo);
 }
 
 static void evl__main_signal(evl_loop *loop, void *arg) {
