@@ -210,8 +210,8 @@
    it stops every active handle and drops the callbacks still queued without running them,
    cancels the tasks still alive and gives them a few non-blocking iterations to finish, waits
    (up to evl_config.shutdown_grace, or what is left of a shutdown's) for the executor jobs
-   that tasks still wait on, shuts the executors down, and frees everything the loop
-   allocated. A task still running after that is abandoned, and the exception handler hears
+   that tasks still wait on (a new job is refused meanwhile, -ESHUTDOWN), shuts the executors
+   down, and frees everything the loop allocated. A task still running after that is abandoned, and the exception handler hears
    of it by name in every mode: its cleanup never runs, its stack is freed, unless an executor
    job it waits on still runs, in which case the job keeps the stack and frees it when it
    returns.
@@ -493,7 +493,7 @@
                  evl_executor_submit could not proceed
      -EPIPE      a put to a closed queue, a get from a closed and empty one
      -ENOSPC     evl_signal_start when 16 loops already watch that signal
-     -ESHUTDOWN  offloading to an executor that is shutting down
+     -ESHUTDOWN  offloading to an executor that is shutting down, or inside evl_loop_close
      other       whatever the backend's system call reported (epoll_ctl on a regular file: -EPERM)
 
    PLATFORMS
@@ -1317,6 +1317,7 @@ struct evl_loop {
 #endif
     /* Shutdown: 0 none, 1 waiting for the tasks, 2 finished. */
     int shutdown_state, shutdown_finish_queued, close_hooks_ran;
+    int closing;            /* inside evl_loop_close: no new executor job is taken */
     evl_time shutdown_grace, shutdown_deadline;
     evl_timer shutdown_timer;
     evl__job *shutdown_hooks, *close_hooks;
@@ -4267,6 +4268,8 @@ static void evl__tasks_close(evl_loop *loop) {
     evl_time deadline = loop->shutdown_state
                             ? loop->shutdown_deadline
                             : evl__time_add(evl__clock_read(), loop->shutdown_grace);
+    /* The tasks' cleanup may not start executor jobs now: the pools are about to go. */
+    loop->closing = 1;
     evl__tasks_settle(loop);
     evl__tasks_wait_for_jobs(loop, deadline);
 #ifndef EVL_NO_THREADS
@@ -5146,6 +5149,7 @@ int evl_executor_new(evl_loop *loop, evl_executor **out, int threads, int queue)
 
 /* The default pool, created on first use with the loop's configuration. */
 static int evl__default_executor(evl_loop *loop, evl_executor **out) {
+    if (loop->closing) return -ESHUTDOWN;
     if (!loop->default_executor) {
         int err = evl_executor_new(loop, &loop->default_executor, loop->executor_threads,
                                    loop->executor_queue);
@@ -5163,7 +5167,7 @@ static int evl__executor_enqueue(evl_executor *ex, evl__xjob *j) {
     evl_loop *loop = ex->loop;
     int err = 0;
     pthread_mutex_lock(&ex->lock);
-    if (ex->stopping) err = -ESHUTDOWN;
+    if (ex->stopping || loop->closing) err = -ESHUTDOWN;
     else if (ex->qlen >= ex->qmax) err = -ENOSPC;
     if (err == 0 && ex->idle <= (int)ex->qlen && ex->threads < ex->threads_max) {
         pthread_t th;
