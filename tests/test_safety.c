@@ -309,6 +309,30 @@ static void shutdown_past_deadline_asks_the_job_to_stop(void) {
     CHECK_OK(evl_loop_close(loop));
 }
 
+/* The cleanup of a task cancelled by evl_loop_close may not start an executor job: the pools
+   are about to be shut, and a job started then would outlive the loop. */
+static int late_offload_rc = 1;
+
+static int late_offloader(evl_loop *loop, void *arg) {
+    int ran = 0;
+    (void)arg;
+    if (evl_sleep(loop, EVL_SEC(3600)) == -ECANCELED) {
+        evl_shield_begin(loop);
+        late_offload_rc = evl_executor_run(loop, heap_job, &ran, NULL);
+        evl_shield_end(loop);
+    }
+    return 0;
+}
+
+static void loop_close_refuses_new_jobs(void) {
+    evl_loop *loop = check_loop_new();
+    check_watchdog(20);
+    CHECK_OK(evl_task_spawn(loop, NULL, late_offloader, NULL, NULL));
+    CHECK_EQ(evl_run_once(loop, 0), 1);
+    CHECK_OK(evl_loop_close(loop));
+    CHECK_EQ(late_offload_rc, -ESHUTDOWN);
+}
+
 /* ---- 2. a graceful shutdown delivers what finished and runs what became due ---- */
 static struct {
     int callback_ran, arg_value;
@@ -849,6 +873,7 @@ static const check_case cases[] = {
     {"loop_close_keeps_a_stack_its_job_writes_to", loop_close_keeps_a_stack_its_job_writes_to},
     {"cancelled_future_completes_when_its_job_returns", cancelled_future_completes_when_its_job_returns},
     {"shutdown_past_deadline_asks_the_job_to_stop", shutdown_past_deadline_asks_the_job_to_stop},
+    {"loop_close_refuses_new_jobs", loop_close_refuses_new_jobs},
     {"graceful_shutdown_runs_on_done_callbacks", graceful_shutdown_runs_on_done_callbacks},
     {"evl_close_wakes_every_waiting_task", evl_close_wakes_every_waiting_task},
     {"plain_close_is_reported_in_debug_mode", plain_close_is_reported_in_debug_mode},
