@@ -4,6 +4,12 @@
    ============================================================================================
    MANUAL
    ============================================================================================
+   Contents: quick start; configuration (compile time, run time); examples; concepts (time,
+   iteration, handles, timers, I/O watchers, loop lifetime, tasks, cancellation, deadlines,
+   structured concurrency, partial writes); error boundary and debug mode; executor, signals,
+   shutdown; ownership; configuring a loop for production; threads and signals; errors;
+   platforms; changes. The API follows the manual, and the implementation the API, in
+   sections whose banners `grep '==== >>' evloop.h` lists.
 
    QUICK START
    -----------
@@ -61,6 +67,8 @@
                              without mmap
      EVL_NO_VALGRIND         do not include <valgrind/valgrind.h> even when it exists (by default
                              task stacks are registered with Valgrind when the header is there)
+     EVL_VALGRIND            include <valgrind/valgrind.h> even where the compiler lacks
+                             __has_include to find it
      EVL_NO_SIGNALS          leave signal watchers out
      EVL_NO_SITE_MACROS      do not define the macros that record registration sites (see
                              ERROR BOUNDARY AND DEBUG MODE)
@@ -244,8 +252,10 @@
    stacks of the default size per loop: a reused stack costs no system call). A task
    that overflows into its guard page stops the process with a message naming the task and
    its stack size (a SIGSEGV handler on an alternate signal stack recognises the page); a
-   handler installed before evloop's still gets every other SIGSEGV. ASan, TSan and Valgrind
-   are told about every switch and stack, so they work on task code.
+   handler installed before evloop's still gets every other SIGSEGV. The handler knows the
+   first 128 loops of a process that run tasks at once; an overflow in a further one dies by
+   SIGSEGV without the message. ASan, TSan and Valgrind are told about every switch and stack,
+   so they work on task code.
 
    Cancellation. evl_task_cancel(loop, t) makes the task's current suspension, or its next one,
    return -ECANCELED, and every later one too, until the task returns: cancellation is a
@@ -504,15 +514,29 @@
    everywhere else. Backends:
    epoll (Linux), kqueue (BSD, macOS; compiled there, not tested in this project's CI), poll
    (any POSIX), select (any; fds >= FD_SETSIZE are refused). Needs libc and pthreads only.
+
+   CHANGES
+   -------
+   0.2.0  ownership and task safety: evl_executor_run waits for a running job even when
+          cancelled or past its deadline, and a cancelled job's future completes when the
+          job returns (evl_executor_cancelled tells the job); nothing a running job was
+          handed is freed under it, by a shutdown or by evl_loop_close; a graceful shutdown
+          runs the callbacks of the jobs that finished; evl_loop_close reports every task it
+          abandons; deadlines apply inside shields; new evl_close, evl_write,
+          evl_queue_close, evl_group_cancel, evl_group_spawn_task, evl_group_first_failure,
+          evl_errname; evl_strerror names every errno; a second signal ends evl_main by that
+          signal; evl_future_set on an executor job's future is -EBUSY.
+   0.1.0  the first release: the loop, four backends, timers, I/O watchers, tasks, the error
+          boundary and debug mode, the executor, signals, graceful shutdown, evl_main.
 */
 
 #ifndef EVLOOP_H
 #define EVLOOP_H
 
 #define EVLOOP_VERSION_MAJOR 0
-#define EVLOOP_VERSION_MINOR 1
+#define EVLOOP_VERSION_MINOR 2
 #define EVLOOP_VERSION_PATCH 0
-#define EVLOOP_VERSION "0.1.0"
+#define EVLOOP_VERSION "0.2.0"
 
 /* The implementation needs POSIX and Linux interfaces (pipe2, eventfd, MAP_ANONYMOUS) that a
    strict -std=c99 hides; the feature macro must come before the first system header. */
@@ -1081,7 +1105,6 @@ EVL_API unsigned long evl_fault_calls(evl_fault_site site);
 #ifndef EVL_NO_MMAP
 #include <sys/mman.h>
 #endif
-#ifndef EVL_NO_TASKS
 /* The context switch: assembly where the architecture has it, ucontext elsewhere. */
 #if defined(EVL_CTX_UCONTEXT)
 #define EVL__CTX_UCONTEXT 1
@@ -1165,8 +1188,6 @@ void __tsan_switch_to_fiber(void *fiber, unsigned flags);
 #define EVL__VALGRIND 1
 #endif
 #endif
-#endif /* EVL_NO_TASKS */
-
 #endif /* EVL_NO_TASKS */
 
 #ifdef __cplusplus
@@ -1397,17 +1418,18 @@ struct evl__backend {
    loop's back (poll's POLLNVAL, select's EBADF): debug mode says so. */
 #define EVL__IO_CLOSED 4
 static void evl__io_feed(evl_loop *loop, int fd, int events);
-static void evl__async_dispatch(evl_loop *loop);
 static void evl__shutdown_task_done(evl_loop *loop);
 static void evl__close_hooks_run(evl_loop *loop);
 #if !defined(EVL_NO_TASKS) && !defined(EVL_NO_THREADS)
 static void evl__executor_gauges(const evl_loop *loop, evl_stats *out);
 static void evl__executors_shutdown(evl_loop *loop, evl_time timeout);
 static void evl__executor_keep_stack(evl_task *t);
+static void evl__executors_drain(evl_loop *loop);
 static void evl__executors_detach(evl_loop *loop);
 #endif
 #ifndef EVL_NO_SIGNALS
 static void evl__signals_close(evl_loop *loop);
+static void evl__signals_dispatch(evl_loop *loop);
 #endif
 static void evl__measured_job(evl_loop *loop, evl__job j);
 static void evl__measured_io(evl_loop *loop, evl_io *w, int events);
@@ -3569,7 +3591,7 @@ void evl_shield_end(evl_loop *loop) {
     if (--t->shield == 0) t->shield_deadline = EVL_FOREVER;
 }
 
-/* ---- futures ---- */
+/* ==== >>futures ==== */
 struct evl_future {
     evl_loop *loop;
     int done, status;
@@ -3710,7 +3732,7 @@ void evl_future_free(evl_loop *loop, evl_future *f) {
     else evl__future_free_now(loop, f);
 }
 
-/* ---- groups ---- */
+/* ==== >>task groups ==== */
 struct evl_group {
     evl_task *children;      /* linked through gnext/gprev */
     size_t alive;
@@ -3858,7 +3880,7 @@ void evl_group_free(evl_loop *loop, evl_group *g) {
     if (g->waiting == 0) evl__free(loop, g);
 }
 
-/* ---- events, semaphores, queues ---- */
+/* ==== >>events, semaphores, queues ==== */
 struct evl_event {
     int set;
     evl__waitq waiters;
@@ -4054,7 +4076,7 @@ void evl_queue_free(evl_loop *loop, evl_queue *q) {
     evl__free(loop, q);
 }
 
-/* ---- task I/O ---- */
+/* ==== >>task I/O ==== */
 int evl_wait_io(evl_loop *loop, int fd, int events) {
     evl_task *t;
     int err = evl__task_enter(loop, &t);
@@ -4183,7 +4205,7 @@ ssize_t evl_sendto(evl_loop *loop, int fd, const void *buf, size_t len, int flag
     }
 }
 
-/* ---- closing the loop with tasks alive ---- */
+/* ==== >>tasks at close ==== */
 /* Every task still alive is cancelled and gets a few non-blocking iterations to finish. */
 static void evl__tasks_settle(evl_loop *loop) {
     evl_task *t;
@@ -4890,6 +4912,20 @@ static int evl__only_callbacks(evl_loop *loop) {
            !__atomic_load_n(&loop->inbox_count, __ATOMIC_RELAXED) &&
            !__atomic_load_n(&loop->async_pending, __ATOMIC_RELAXED) &&
            !__atomic_load_n(&loop->stop_requested, __ATOMIC_RELAXED);
+}
+
+/* Everything other threads and signal handlers hand to the loop outside the post queue. */
+static void evl__async_dispatch(evl_loop *loop) {
+    /* A plain load first: the locked exchange only when there is something to take. */
+    if (!__atomic_load_n(&loop->async_pending, __ATOMIC_RELAXED) ||
+        !__atomic_exchange_n(&loop->async_pending, 0, __ATOMIC_SEQ_CST))
+        return;
+#if !defined(EVL_NO_TASKS) && !defined(EVL_NO_THREADS)
+    evl__executors_drain(loop);
+#endif
+#ifndef EVL_NO_SIGNALS
+    evl__signals_dispatch(loop);
+#endif
 }
 
 /* One iteration; returns the callbacks run or a negative errno from the backend. */
@@ -5750,20 +5786,6 @@ static void evl__signals_close(evl_loop *loop) {
     loop->signals_active = 0;
 }
 #endif /* EVL_NO_SIGNALS */
-
-/* Everything other threads and signal handlers hand to the loop outside the post queue. */
-static void evl__async_dispatch(evl_loop *loop) {
-    /* A plain load first: the locked exchange only when there is something to take. */
-    if (!__atomic_load_n(&loop->async_pending, __ATOMIC_RELAXED) ||
-        !__atomic_exchange_n(&loop->async_pending, 0, __ATOMIC_SEQ_CST))
-        return;
-#if !defined(EVL_NO_TASKS) && !defined(EVL_NO_THREADS)
-    evl__executors_drain(loop);
-#endif
-#ifndef EVL_NO_SIGNALS
-    evl__signals_dispatch(loop);
-#endif
-}
 
 /* ==== >>shutdown ==== */
 static int evl__hook_add(evl_loop *loop, evl__job **hooks, size_t *len, size_t *cap, evl_cb cb,
