@@ -2101,8 +2101,12 @@ static const evl__backend evl__backend_epoll = {
 /* ==== >>backend: kqueue ==== */
 #ifdef EVL__HAVE_KQUEUE
 #define EVL__KQUEUE_BATCH 1024
+/* A kqueue belongs to the process that made it: a child after fork() has none (the BSDs do
+   not pass kqueues on), and by the time evl_loop_fork runs, its fd number may be a file the
+   child opened. `owner` tells destroy whether the fd is still ours to close. */
 typedef struct evl__kqueue {
     int kq;
+    pid_t owner;
     struct kevent events[EVL__KQUEUE_BATCH];
 } evl__kqueue;
 
@@ -2116,41 +2120,42 @@ static int evl__kqueue_init(evl_loop *loop) {
         return err;
     }
     fcntl(kq->kq, F_SETFD, FD_CLOEXEC);
+    kq->owner = getpid();
     loop->backend_data = kq;
     return 0;
 }
 
 static void evl__kqueue_destroy(evl_loop *loop) {
     evl__kqueue *kq = (evl__kqueue *)loop->backend_data;
-    close(kq->kq);
+    if (kq->owner == getpid()) close(kq->kq);
     evl__free(loop, kq);
     loop->backend_data = NULL;
 }
 
-/* Applies one kevent change with `flags` to each filter in `filters` (EVL_READ, EVL_WRITE). */
-static int evl__kqueue_change(evl__kqueue *kq, int fd, int filters, int flags) {
-    struct kevent ch[2];
-    int n = 0;
-    if (filters & EVL_READ) {
-        EV_SET(&ch[n], fd, EVFILT_READ, flags, 0, 0, 0);
-        n++;
-    }
-    if (filters & EVL_WRITE) {
-        EV_SET(&ch[n], fd, EVFILT_WRITE, flags, 0, 0, 0);
-        n++;
-    }
-    if (!n) return 0;
-    return evl__fault(EVL_FAULT_REGISTER) || kevent(kq->kq, ch, n, NULL, 0, NULL) < 0 ? -errno : 0;
+/* Applies one kevent change with `flags` to the filter of `filter` (EVL_READ or EVL_WRITE).
+   One change per call: a failed change in a batch leaves the ones before it applied, and the
+   caller could not tell which. */
+static int evl__kqueue_change(evl__kqueue *kq, int fd, int filter, int flags) {
+    struct kevent ch;
+    EV_SET(&ch, fd, filter == EVL_READ ? EVFILT_READ : EVFILT_WRITE, flags, 0, 0, 0);
+    return evl__fault(EVL_FAULT_REGISTER) || kevent(kq->kq, &ch, 1, NULL, 0, NULL) < 0 ? -errno : 0;
 }
 
 /* kqueue has one filter per direction: add the ones gained, delete the ones lost. With
    EVL__REG_UNKNOWN every wanted filter is added and every other one deleted, in case the
-   kernel still holds it; deleting a filter it no longer holds (a closed fd) fails harmlessly. */
+   kernel still holds it; deleting a filter it no longer holds (a closed fd) fails harmlessly.
+   When the second addition fails, the first is taken back: the registration is exactly what
+   it was, as the loop believes. */
 static int evl__kqueue_modify(evl_loop *loop, int fd, int old_events, int new_events) {
     evl__kqueue *kq = (evl__kqueue *)loop->backend_data;
     int known = old_events == EVL__REG_UNKNOWN ? 0 : old_events;
     int lost = (old_events == EVL__REG_UNKNOWN ? EVL_READ | EVL_WRITE : old_events) & ~new_events;
-    int err = evl__kqueue_change(kq, fd, new_events & ~known, EV_ADD);
+    int gained = new_events & ~known, err = 0;
+    if (gained & EVL_READ) err = evl__kqueue_change(kq, fd, EVL_READ, EV_ADD);
+    if (err == 0 && (gained & EVL_WRITE)) {
+        err = evl__kqueue_change(kq, fd, EVL_WRITE, EV_ADD);
+        if (err < 0 && (gained & EVL_READ)) evl__kqueue_change(kq, fd, EVL_READ, EV_DELETE);
+    }
     if (err < 0) return err;
     if (lost & EVL_READ) evl__kqueue_change(kq, fd, EVL_READ, EV_DELETE);
     if (lost & EVL_WRITE) evl__kqueue_change(kq, fd, EVL_WRITE, EV_DELETE);
