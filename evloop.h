@@ -1930,6 +1930,20 @@ static void evl__heap_remove(evl_loop *loop, evl_timer *t) {
         evl__heap_sift_down(loop, i);
 }
 
+/* What the rest of the loop reads of the heap: how many timers, the i-th in heap order, and
+   the first deadline (EVL_FOREVER when there is none). */
+static size_t evl__heap_count(const evl_loop *loop) {
+    return loop->heap_len;
+}
+
+static evl_timer *evl__heap_timer(const evl_loop *loop, size_t i) {
+    return loop->heap[i].timer;
+}
+
+static evl_time evl__heap_first(const evl_loop *loop) {
+    return loop->heap_len ? loop->heap[0].when : EVL_FOREVER;
+}
+
 /* Inserts t, or moves it if it is already in the heap, with deadline `when` and a new start
    sequence number. Moving never allocates, so it cannot fail. */
 static int evl__heap_set(evl_loop *loop, evl_timer *t, evl_time when) {
@@ -2651,17 +2665,17 @@ int evl_timer_active(const evl_timer *t) {
 static int evl__timers_dispatch(evl_loop *loop, uint64_t batch) {
     evl_time fired_at = 0; /* the clock when the first due timer fires, for the lag */
     int ran = 0;
-    while (loop->heap_len) {
-        evl__heap_entry top = loop->heap[0];
-        evl_timer *t = top.timer;
-        if (top.when > loop->now || t->seq >= batch) break;
+    while (evl__heap_count(loop)) {
+        evl_timer *t = evl__heap_timer(loop, 0);
+        evl_time when = evl__heap_first(loop);
+        if (when > loop->now || t->seq >= batch) break;
         /* Loop lag: how late this timer fires, by the clock of this moment (the callbacks
            before it in the drain count). */
         if (!fired_at) fired_at = loop->virtual_clock ? loop->virtual_now : evl__clock_read();
-        loop->stats.lag_last = fired_at > top.when ? fired_at - top.when : 0;
+        loop->stats.lag_last = fired_at > when ? fired_at - when : 0;
         if (loop->stats.lag_last > loop->stats.lag_max) loop->stats.lag_max = loop->stats.lag_last;
         if (t->repeat) {
-            evl_time next = evl__time_add(top.when, t->repeat);
+            evl_time next = evl__time_add(when, t->repeat);
             if (next <= loop->now) next = evl__time_add(loop->now, t->repeat);
             evl__heap_set(loop, t, next);
         } else {
@@ -4528,7 +4542,7 @@ void evl_loop_stats(const evl_loop *loop, evl_stats *out) {
 #ifndef EVL_NO_THREADS
     out->stalls = __atomic_load_n(&loop->stalls, __ATOMIC_RELAXED);
 #endif
-    out->timers = loop->heap_len;
+    out->timers = evl__heap_count(loop);
     out->fds = loop->fds_watched - (loop->wake_io.active ? 1 : 0);
 #ifndef EVL_NO_TASKS
     out->tasks_alive = loop->tasks_alive;
@@ -4674,8 +4688,8 @@ static void evl__drop_user_work(evl_loop *loop) {
     evl__batch posts;
     size_t i = 0, n;
     int fd;
-    while (i < loop->heap_len) {
-        evl_timer *t = loop->heap[i].timer;
+    while (i < evl__heap_count(loop)) {
+        evl_timer *t = evl__heap_timer(loop, i);
         if (evl__timer_is_internal(t)) i++;
         else evl__heap_remove(loop, t); /* the last entry moved to i: look at i again */
     }
@@ -4705,7 +4719,7 @@ static void evl__report_leftovers(evl_loop *loop) {
     size_t timers = 0, watchers = 0, queued = 0, i;
     int fd;
     const evl_io *w;
-    for (i = 0; i < loop->heap_len; i++) timers += !evl__timer_is_internal(loop->heap[i].timer);
+    for (i = 0; i < evl__heap_count(loop); i++) timers += !evl__timer_is_internal(evl__heap_timer(loop, i));
     for (fd = 0; fd < loop->fds_cap; fd++)
         for (w = loop->fds[fd].watchers; w; w = w->next) watchers += !evl__io_is_internal(loop, w);
     for (i = 0; i < loop->ready.count; i++)
@@ -4743,7 +4757,7 @@ int evl_loop_close(evl_loop *loop) {
         if (j.cb == evl__sited_cb) evl__free(loop, j.arg);
     }
     /* Stop every handle still active so the caller's structs read as inactive afterwards. */
-    for (i = 0; i < loop->heap_len; i++) loop->heap[i].timer->slot = 0;
+    for (i = 0; i < evl__heap_count(loop); i++) evl__heap_timer(loop, i)->slot = 0;
     for (fd = 0; fd < loop->fds_cap; fd++) {
         evl_io *w = loop->fds[fd].watchers;
         while (w) {
@@ -4851,7 +4865,7 @@ static int evl__loop_alive(evl_loop *loop) {
 #ifndef EVL_NO_SIGNALS
     if (__atomic_load_n(&loop->signals_active, __ATOMIC_SEQ_CST)) return 1;
 #endif
-    return loop->ready.count || loop->heap_len || loop->io_active || loop->jobs_in_flight ||
+    return loop->ready.count || evl__heap_count(loop) || loop->io_active || loop->jobs_in_flight ||
            __atomic_load_n(&loop->refs, __ATOMIC_SEQ_CST) ||
            __atomic_load_n(&loop->inbox_count, __ATOMIC_SEQ_CST);
 }
@@ -4864,10 +4878,10 @@ static evl_time evl__poll_timeout(evl_loop *loop, evl_time max_wait) {
         __atomic_load_n(&loop->stop_requested, __ATOMIC_SEQ_CST) ||
         __atomic_load_n(&loop->async_pending, __ATOMIC_SEQ_CST))
         return 0;
-    if (loop->heap_len) {
+    if (evl__heap_count(loop)) {
         evl_time due;
         evl__time_update(loop);
-        due = loop->heap[0].when - loop->now;
+        due = evl__heap_first(loop) - loop->now;
         if (due < t) t = due < 0 ? 0 : due;
     }
     return t == EVL_FOREVER ? -1 : t;
@@ -4913,7 +4927,7 @@ static int evl__drain_ready(evl_loop *loop, size_t n) {
    evl_run then runs the drain without the rest of the iteration, which is exactly what the
    iteration would have done (the zero-timeout poll is skipped when no fd is watched). */
 static int evl__only_callbacks(evl_loop *loop) {
-    return loop->ready.count && !loop->io_active && !loop->heap_len && !loop->changes_len &&
+    return loop->ready.count && !loop->io_active && !evl__heap_count(loop) && !loop->changes_len &&
            !__atomic_load_n(&loop->inbox_count, __ATOMIC_RELAXED) &&
            !__atomic_load_n(&loop->async_pending, __ATOMIC_RELAXED) &&
            !__atomic_load_n(&loop->stop_requested, __ATOMIC_RELAXED);
@@ -4940,10 +4954,10 @@ static int evl__iterate(evl_loop *loop, evl_time max_wait, int exit_when_idle) {
     uint64_t batch;
     int err, ran;
     loop->stats.iterations++;
-    if (loop->virtual_clock && timeout != 0 && (loop->heap_len || timeout > 0)) {
+    if (loop->virtual_clock && timeout != 0 && (evl__heap_count(loop) || timeout > 0)) {
         /* Virtual time: instead of sleeping, jump to the first timer (or to max_wait). Only
            a wait with neither blocks for real (for posts from other threads). */
-        evl_time to = loop->heap_len ? loop->heap[0].when : EVL_FOREVER;
+        evl_time to = evl__heap_first(loop);
         if (timeout > 0 && timeout < to - loop->virtual_now) to = loop->virtual_now + timeout;
         if (to > loop->virtual_now) loop->virtual_now = to;
         timeout = 0;
@@ -4953,7 +4967,7 @@ static int evl__iterate(evl_loop *loop, evl_time max_wait, int exit_when_idle) {
     if (err < 0) return err;
     /* The timers need the time now; anything else reads the clock on demand (evl_now,
        evl_timer_start), so a loop busy with callbacks alone never pays for it. */
-    if (loop->heap_len) evl__time_update(loop);
+    if (evl__heap_count(loop)) evl__time_update(loop);
     else loop->now_valid = 0;
     /* The drain: what was queued before it began (callbacks, then posts from other threads),
        then I/O, then the due timers. Whatever these queue runs in the next iteration. */
@@ -4963,7 +4977,7 @@ static int evl__iterate(evl_loop *loop, evl_time max_wait, int exit_when_idle) {
     ran = evl__drain_ready(loop, loop->ready.count);
     if (posts.len) ran += evl__batch_run(loop, &posts);
     if (loop->pending_len) ran += evl__io_dispatch(loop);
-    if (loop->heap_len) ran += evl__timers_dispatch(loop, batch);
+    if (evl__heap_count(loop)) ran += evl__timers_dispatch(loop, batch);
     loop->stats.callbacks += (uint64_t)ran;
     return ran;
 }
