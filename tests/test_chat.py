@@ -3,11 +3,14 @@ order, /who, /quit, a slow client dropped while the others carry on, an overlong
 from the network (thousands of idle connections, binary garbage, a disconnect mid-line, a reset
 with unread data), and SIGTERM telling every client goodbye before the exit (status 0, final
 line)."""
+import os
 import re
 import resource
+import selectors
 import socket
 import struct
 import sys
+import time
 import unittest
 
 import harness
@@ -33,6 +36,53 @@ class Server:
     def memory_kib(self, field):
         """VmRSS (now) or VmHWM (the peak) of /proc/PID/status."""
         return harness.memory_kib(self.proc.pid, field)
+
+    def sockets(self):
+        """The sockets the server holds (/proc/PID/fd); one it closes meanwhile does not count."""
+        fd_dir, count = "/proc/%d/fd" % self.proc.pid, 0
+        for fd in os.listdir(fd_dir):
+            try:
+                count += os.readlink(os.path.join(fd_dir, fd)).startswith("socket:")
+            except FileNotFoundError:
+                pass
+        return count
+
+    def wait_sockets(self, test, most, timeout):
+        """Waits until the server holds at most `most` sockets; fails after timeout seconds."""
+        deadline = time.monotonic() + timeout
+        while self.sockets() > most and time.monotonic() < deadline:
+            time.sleep(0.01)
+        test.assertLessEqual(self.sockets(), most, "the sockets the server holds after %g s" % timeout)
+
+
+def read_to_eof(test, socks, timeout):
+    """Reads every socket of socks until its stream ends (a reset ends it too), all at once and
+    within timeout seconds in all; returns how many bytes each got. Fails, with what each of
+    the others got, when some streams had not ended by then."""
+    received = {sock: 0 for sock in socks}
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as sel:
+        for sock in socks:
+            sock.setblocking(False)
+            sel.register(sock, selectors.EVENT_READ)
+        while sel.get_map():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                test.fail("%d of %d streams had not ended after %g s (bytes each got so far: %s)" % (
+                    len(sel.get_map()), len(socks), timeout,
+                    [received[key.fileobj] for key in sel.get_map().values()]))
+            for key, _ in sel.select(left):
+                try:
+                    chunk = key.fileobj.recv(1 << 20)
+                except BlockingIOError:
+                    continue
+                except ConnectionResetError:
+                    chunk = b""
+                if chunk:
+                    received[key.fileobj] += len(chunk)
+                else:
+                    sel.unregister(key.fileobj)
+    return [received[sock] for sock in socks]
 
 
 class Client:
@@ -227,6 +277,7 @@ class ChatCase(unittest.TestCase):
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
         self.addCleanup(resource.setrlimit, resource.RLIMIT_NOFILE, (soft, hard))
         a = Client(server.port)
+        sockets = server.sockets()  # the listener and a
         idle = []
         for _ in range(idle_count):
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -267,17 +318,13 @@ class ChatCase(unittest.TestCase):
             if found.group(2) != b"joined":
                 dropped.add(found.group(1))
         self.assertEqual(dropped, idle_names, "every idle client is dropped, and only they are")
-        # A dropped client gets what its buffers held, then the end of its stream.
-        for sock in idle[:20]:
-            received = 0
-            while True:
-                try:
-                    chunk = sock.recv(1 << 20)
-                except ConnectionResetError:
-                    break
-                if not chunk:
-                    break
-                received += len(chunk)
+        # A dropped client's reader closes its socket once the writer has ended, a few loop
+        # iterations after the notice: first on the server's side (it keeps the listener, a
+        # and b), so that a failure there is told apart from one in the streams below.
+        server.wait_sockets(self, sockets + 1, 30 * harness.SCALE)
+        # A dropped client gets what its buffers held, then the end of its stream: twenty of
+        # them are read at once, with one bound for them all.
+        for received in read_to_eof(self, idle[:20], 30 * harness.SCALE):
             self.assertLess(received, 800 * 1000, "a client that never reads got every line")
         peak = server.memory_kib("VmHWM")
         sys.stderr.write("[chat, %d idle on %s: peak RSS %d KiB, now %d KiB] " % (
