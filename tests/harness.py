@@ -89,6 +89,18 @@ def kill_example(proc):
         proc.communicate()
 
 
+def open_sockets(pid):
+    """The sockets process pid holds (/proc/PID/fd); an fd it closes while they are counted
+    does not count."""
+    fd_dir, count = "/proc/%d/fd" % pid, 0
+    for fd in os.listdir(fd_dir):
+        try:
+            count += os.readlink(os.path.join(fd_dir, fd)).startswith("socket:")
+        except FileNotFoundError:
+            pass
+    return count
+
+
 def memory_kib(pid, field):
     """A memory figure of /proc/PID/status: VmRSS (now) or VmHWM (the peak), in KiB."""
     with open("/proc/%d/status" % pid) as f:

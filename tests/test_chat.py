@@ -38,14 +38,8 @@ class Server:
         return harness.memory_kib(self.proc.pid, field)
 
     def sockets(self):
-        """The sockets the server holds (/proc/PID/fd); one it closes meanwhile does not count."""
-        fd_dir, count = "/proc/%d/fd" % self.proc.pid, 0
-        for fd in os.listdir(fd_dir):
-            try:
-                count += os.readlink(os.path.join(fd_dir, fd)).startswith("socket:")
-            except FileNotFoundError:
-                pass
-        return count
+        """The sockets the server holds."""
+        return harness.open_sockets(self.proc.pid)
 
     def wait_sockets(self, test, most, timeout):
         """Waits until the server holds at most `most` sockets; fails after timeout seconds."""

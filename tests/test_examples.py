@@ -29,17 +29,6 @@ def echo_client(port, seed, rounds=20):
     return True
 
 
-def open_sockets(pid):
-    """The sockets the process holds; an fd it closes while they are counted does not count."""
-    fd_dir, count = "/proc/%d/fd" % pid, 0
-    for fd in os.listdir(fd_dir):
-        try:
-            count += os.readlink(os.path.join(fd_dir, fd)).startswith("socket:")
-        except FileNotFoundError:
-            pass
-    return count
-
-
 class EchoTasks(unittest.TestCase):
     """echo_tasks on every backend: many clients at once, and bad input from the network. It
     has no shutdown of its own (it runs until killed), so each case ends by checking that the
@@ -78,9 +67,9 @@ class EchoTasks(unittest.TestCase):
                 s.sendall(os.urandom(200000 + i))
         self.check_still_serving(proc, port)
         deadline = time.monotonic() + 10 * harness.SCALE
-        while open_sockets(proc.pid) > 1 and time.monotonic() < deadline:
+        while harness.open_sockets(proc.pid) > 1 and time.monotonic() < deadline:
             time.sleep(0.05)
-        self.assertEqual(open_sockets(proc.pid), 1, "every connection is closed, the listener stays")
+        self.assertEqual(harness.open_sockets(proc.pid), 1, "every connection is closed, the listener stays")
 
     def check_client_that_never_reads(self, backend):
         """The task of a client that sends and never reads blocks on its write: the client can
