@@ -12,7 +12,8 @@
    does the memory).
 
    The input: the first byte picks the backend (bits 0-1: epoll, poll, select; EVLOOP_BACKEND
-   in the environment overrides it), debug mode (bit 2) and the final burst (bit 3); then each
+   in the environment overrides it), debug mode (bit 2), the final burst (bit 3) and an
+   executor pool of one thread instead of one per job (bit 4); then each
    byte is an operation (byte % NOPS) followed by its arguments, and callbacks and tasks read
    what they do next from the same stream when they run. tests/fuzz/README.md lists the codes.
 
@@ -130,7 +131,8 @@ typedef struct mtask {
     int immediate, immediate_rc;   /* the next suspension must return at once with this */
     int group, detached;       /* the group slot it belongs to (-1: none); freed with its group */
     int shield;                /* evl_shield_begin depth */
-    evl_time deadline;         /* EVL_FOREVER: none */
+    evl_time deadline;         /* outside every shield; EVL_FOREVER: none */
+    evl_time shield_deadline;  /* set inside the open shields (EVL_FOREVER once the last ends) */
     evl_time dl_stack[MAX_DEADLINES];
     int ndl;
     uintptr_t put_item;        /* a waiting evl_queue_put's item */
@@ -139,15 +141,19 @@ typedef struct mtask {
        will return, and whether the group itself woke it. */
     unsigned wait_gen;
     int gphase2, gerr, by_group;
+    /* evl_executor_run: cancelled or out of time while its job ran, the task waits for the
+       job uninterruptibly (xwait) and will return xerr. */
+    int xwait, xerr;
 } mtask;
 
 /* An executor job: evl_executor_run from task `task`, or evl_executor_submit into future slot
    `fut` (generation `fgen`). `done`: its completion was handed to the loop (async_pending),
-   not yet dispatched; `gone`: dispatched. */
+   not yet dispatched; `gone`: dispatched. `cancelled`: asked to stop (its completion then
+   reports -ECANCELED without the result); `dropped`: taken out of the queue unrun. */
 typedef struct mxjob {
     int used, run, task, fut;
     unsigned fgen;
-    int done, gone;
+    int done, gone, cancelled, dropped;
 } mxjob;
 
 typedef struct mwaitq {
@@ -165,16 +171,17 @@ typedef struct msem {
 } msem;
 
 typedef struct mqueue {
-    int cap, len;
+    int cap, len, closed;
     uintptr_t items[QCAP_MAX];
     mwaitq getters, putters;
 } mqueue;
 
 /* children: the tasks alive in the group, in spawn order (the library cancels them newest
-   first). gen counts the group objects that took the slot. */
+   first). gen counts the group objects that took the slot. cancelled: evl_group_cancel (so
+   newcomers are cancelled too); failures and first_task: what evl_group_first_failure says. */
 typedef struct mgroup {
     int children[MAX_TASKS], nchildren;
-    int first_error;
+    int first_error, cancelled, failures, first_task;
     unsigned gen;
     mwaitq w;
 } mgroup;
@@ -235,7 +242,7 @@ typedef struct poster {
 
 static struct harness {
     evl_loop *loop;
-    int mode, unchecked, closed, wake_slack;
+    int mode, unchecked, closed, closing, wake_slack, debug, xthreads;
     int njobs, nondone, ntasks, nops;
     int job_ids[MAX_JOBS], ondone_ids[MAX_ONDONE];
     evl_timer timers[MAX_TIMERS], guard;
@@ -252,7 +259,7 @@ static struct harness {
     unsigned char wseq[NENDS], rseq[NENDS];   /* the byte pattern of each direction */
     unsigned posts_seen[NPOSTERS];
     unsigned posts_made[NPOSTERS];
-    int exceptions;
+    int exceptions, abandoned;
 } H;
 
 /* The posting threads outlive the inputs: creating two threads per input would cost more than
@@ -265,13 +272,14 @@ static struct posters {
 } P = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, {{0}}, 0};
 
 /* The executor jobs' gates: a job's function marks itself started and blocks until the
-   harness releases it, so the model decides when each one completes. */
+   harness releases it, so the model decides when each one completes. `stop_seen`: what
+   evl_executor_cancelled said in the job once its gate opened. */
 static struct gates {
     pthread_mutex_t lock;
     pthread_cond_t cond;
-    int started[MAX_XJOBS], released[MAX_XJOBS], finished[MAX_XJOBS];
+    int started[MAX_XJOBS], released[MAX_XJOBS], finished[MAX_XJOBS], stop_seen[MAX_XJOBS];
     int open_all;
-} X = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, {0}, {0}, {0}, 0};
+} X = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, {0}, {0}, {0}, {0}, 0};
 
 static evl_time tadd(evl_time a, evl_time b) {
     return b > EVL_FOREVER - a ? EVL_FOREVER : a + b;
@@ -427,8 +435,18 @@ static void wq_wake_all(mwaitq *q, int status, int as_set) {
     push_set = 0;
 }
 
+/* A cancel does not wake a task in a shield, in a group wait's second phase or waiting for
+   its running executor job. */
 static int mtask_shielded(int t) {
-    return M.tasks[t].shield > 0 || (M.tasks[t].wait_kind == W_GROUP && M.tasks[t].gphase2);
+    const mtask *k = &M.tasks[t];
+    return k->shield > 0 || (k->wait_kind == W_GROUP && k->gphase2) ||
+           (k->wait_kind == W_EXEC && k->xwait);
+}
+
+/* The deadline that applies to the task now: inside a shield only the one set inside it. */
+static evl_time mtask_deadline(int t) {
+    const mtask *k = &M.tasks[t];
+    return k->shield ? k->shield_deadline : k->deadline;
 }
 
 /* evl_task_cancel on a task that has not finished. */
@@ -453,9 +471,13 @@ static void mgroup_child_done(int t) {
         if (m->children[i] != t) m->children[j++] = m->children[i];
     m->nchildren = j;
     k->group = -1;
-    if (k->result < 0 && k->result != -ECANCELED && !m->first_error) {
-        m->first_error = k->result;
-        mgroup_cancel_children((int)(m - M.groups));
+    if (k->result < 0 && k->result != -ECANCELED) {
+        m->failures++;
+        if (!m->first_error) {
+            m->first_error = k->result;
+            m->first_task = t;
+            mgroup_cancel_children((int)(m - M.groups));
+        }
     }
     if (m->nchildren == 0 && m->w.n) {
         /* Every waiter is woken by the group: a phase-2 waiter returns its own error. */
@@ -529,6 +551,32 @@ static void mgroup_phase2(int t) {
     trace("  task %d: group wait goes on shielded (error %d)", t, k->gerr);
 }
 
+static int job_running(int j);
+
+/* A task of evl_executor_run woken by a cancel, or by its deadline, while its job was not
+   back yet: if the job had left the queue (it runs, or has returned and its completion is not
+   dispatched yet), the task does not return but asks the job to stop and waits for it,
+   uninterruptibly (xwait); if it was still queued, the job is dropped and the call returns.
+   Which one is up to the pool's threads: the harness asks its gates, after the pool settled,
+   whether the job's function was entered (a dropped job never is). No user code runs in the
+   first case, so the model cannot observe it. */
+static int mexec_waiter_continues(int t) {
+    mtask *k = &M.tasks[t];
+    if (k->state != S_SUSP || k->wait_kind != W_EXEC || k->xwait) return 0;
+    return !M.xjobs[k->wait_obj].gone && job_running(k->wait_obj);
+}
+
+static void mexec_xwait(int t, int err) {
+    mtask *k = &M.tasks[t];
+    k->xwait = 1;
+    k->xerr = err;
+    k->woken = 0;
+    M.timers[T_SLEEP(t)].active = 0;
+    M.timers[T_DEADLINE(t)].active = 0;   /* no deadline applies to this wait */
+    M.xjobs[k->wait_obj].cancelled = 1;
+    trace("  task %d: waits for its running executor job %d (error %d)", t, k->wait_obj, err);
+}
+
 static void model_skip_unobservable_ready(void) {
     /* A task cancelled before it started never runs: its start job runs no user code. */
     while (M.snap > 0) {
@@ -545,6 +593,11 @@ static void model_skip_unobservable_ready(void) {
             M.snap--;
             M.ran++;
             mgroup_phase2(j.id);
+        } else if (M.tasks[j.id].woken && mexec_waiter_continues(j.id)) {
+            M.rhead++;
+            M.snap--;
+            M.ran++;
+            mexec_xwait(j.id, M.tasks[j.id].wake_status);
         } else {
             break;
         }
@@ -553,7 +606,8 @@ static void model_skip_unobservable_ready(void) {
 
 static void model_skip_zombie_timers(void) {
     /* The sleep or deadline timer of a task woken otherwise still fires (counted), waking
-       nobody. A deadline that ends a group wait's first phase is not observable either. */
+       nobody. A deadline that ends a group wait's first phase, or that makes evl_executor_run
+       wait for its running job, is not observable either. */
     for (;;) {
         int i = mt_next_due(), t;
         if (i >= T_SLEEP(0) && i < T_SLEEP(MAX_TASKS)) {
@@ -571,6 +625,10 @@ static void model_skip_zombie_timers(void) {
                 mtask_leave_wait(t);
                 M.tasks[t].wake_status = -ETIMEDOUT;
                 mgroup_phase2(t);
+            } else if (mexec_waiter_continues(t)) {
+                mt_fire(i);
+                trace("  fired timer %d (deadline of task %d)", i, t);
+                mexec_xwait(t, -ETIMEDOUT);
             } else {
                 return;
             }
@@ -601,9 +659,12 @@ static void model_phase_to(int ph) {
 }
 
 /* Executor completions are dispatched after the poll, before the drain's snapshot, in
-   completion order: a submitted job completes its future (unless the future was completed,
-   cancelled or freed meanwhile: the job was orphaned), an evl_executor_run job wakes its task
-   (unless something else woke it first). */
+   completion order. A job asked to stop by then reports -ECANCELED and no result, else 0 and
+   its result. A submitted job completes its future (nothing else can: evl_future_set on it is
+   -EBUSY, and cancelling it while the job runs only asks the job to stop), unless the future
+   was freed (the job was orphaned); an evl_executor_run job wakes its task, which waits for it
+   until then (unless something else woke it first: a cancel or a deadline makes it wait on,
+   uninterruptibly, once it runs, and return its own error). */
 static void model_dispatch_async(void) {
     int i;
     if (!M.async_pending) return;
@@ -611,16 +672,21 @@ static void model_dispatch_async(void) {
     for (i = 0; i < M.nxdone; i++) {
         int j = M.xorder[i];
         mxjob *x = &M.xjobs[j];
-        void *result = (void *)(uintptr_t)(0x7000 + j);
+        int status = x->cancelled ? -ECANCELED : 0;
+        void *result = status ? NULL : (void *)(uintptr_t)(0x7000 + j);
+        CHECK(!x->dropped && !x->gone, "model: job %d dispatched twice or after it was dropped", j);
         x->gone = 1;
         if (x->run) {
             mtask *k = &M.tasks[x->task];
-            if (k->state == S_SUSP && k->wait_kind == W_EXEC && k->wait_obj == j)
-                mtask_wake(x->task, 0, result);
-        } else if (M.fut_gen[x->fut] == x->fgen && !M.futures[x->fut].done) {
-            mfuture_complete(x->fut, 0, result);
+            CHECK(k->state == S_SUSP && k->wait_kind == W_EXEC && k->wait_obj == j,
+                  "model: task %d left evl_executor_run before its job %d came back", x->task, j);
+            mtask_wake(x->task, status, result);
+        } else if (M.fut_gen[x->fut] == x->fgen) {
+            CHECK(!M.futures[x->fut].done, "model: future %d done before its job %d came back",
+                  x->fut, j);
+            mfuture_complete(x->fut, status, result);
         }
-        trace("  executor job %d dispatched", j);
+        trace("  executor job %d dispatched (status %d)", j, status);
     }
     M.nxdone = 0;
 }
@@ -684,7 +750,7 @@ static int model_alive(void) {
     for (p = 0; p < NPOSTERS; p++)
         if (M.posts_pending[p]) return 1;
     for (t = 0; t < MAX_XJOBS; t++)   /* may be more than the loop counts: safe for the check */
-        if (M.xjobs[t].used && !M.xjobs[t].gone) return 1;
+        if (M.xjobs[t].used && !M.xjobs[t].gone && !M.xjobs[t].dropped) return 1;
     return 0;
 }
 
@@ -779,8 +845,9 @@ static void obs_io(int w, int events) {
 /* ---- actions: what callbacks, task steps and the top level do ---- */
 /* One code space for the top level and the callbacks: 0-16 actions, 17-22 top-level
    operations (see OP_RUN_ONCE), 23 on the actions added with task groups, events,
-   semaphores and queues. NACT, the old number of actions, stays what it was, so that the
-   old seeds keep their meaning. */
+   semaphores, queues and executor jobs, then those added with evl_queue_close and
+   evl_group_cancel. NACT, the old number of actions, stays what it was, and new codes go at
+   the end, so that the old seeds keep their meaning. */
 enum {
     A_NOP, A_CALL_SOON, A_TIMER_START, A_TIMER_STOP, A_IO_START, A_IO_STOP, A_WRITE, A_READ,
     A_SHUT, A_REOPEN, A_SPAWN, A_CANCEL, A_FUT_SET, A_FUT_CANCEL, A_FUT_ON_DONE, A_FUT_RENEW,
@@ -789,7 +856,7 @@ enum {
 enum {
     A_EV_SET = NACT + 6, A_EV_CLEAR, A_EV_RENEW, A_SEM_RELEASE, A_SEM_TRY, A_SEM_RENEW,
     A_Q_TRY_PUT, A_Q_TRY_GET, A_Q_RENEW, A_GROUP_SPAWN, A_GROUP_RENEW, A_EXEC_SUBMIT,
-    A_EXEC_RELEASE, NCODES
+    A_EXEC_RELEASE, A_Q_CLOSE, A_GROUP_CANCEL, A_GROUP_SPAWN_TASK, NCODES
 };
 
 static void do_actions(void);
@@ -998,7 +1065,7 @@ static int new_task_slot(int group) {
     M.tasks[t].state = S_NEW;
     M.tasks[t].joiner = -1;
     M.tasks[t].group = group;
-    M.tasks[t].deadline = EVL_FOREVER;
+    M.tasks[t].deadline = M.tasks[t].shield_deadline = EVL_FOREVER;
     return t;
 }
 
@@ -1030,13 +1097,31 @@ static void act_cancel(void) {
     mtask_cancel(t);
 }
 
+static int fut_job(int f);
+
+/* evl_future_set, or evl_future_cancel (status -ECANCELED, no value). A done future: -EALREADY.
+   The future of an executor job that has not come back: evl_future_set is -EBUSY; a cancel
+   drops a queued job and completes the future at once, or asks a running one to stop (0, and
+   the future completes with -ECANCELED when the job comes back). */
 static void future_set(int f, int status, void *value) {
-    int want = M.futures[f].done ? -EALREADY : 0, got;
-    got = status == -ECANCELED && !value ? evl_future_cancel(H.loop, H.futures[f])
-                                         : evl_future_set(H.loop, H.futures[f], status, value);
+    int cancel = status == -ECANCELED && !value, j = fut_job(f), running = 0, want, got;
+    if (M.futures[f].done) want = -EALREADY;
+    else if (j >= 0 && !cancel) want = -EBUSY;
+    else want = 0;
+    if (want == 0 && j >= 0) running = job_running(j);
+    got = cancel ? evl_future_cancel(H.loop, H.futures[f])
+                 : evl_future_set(H.loop, H.futures[f], status, value);
+    trace("    future %d %s: %d%s", f, cancel ? "cancel" : "set", got,
+          j < 0 || want != 0 ? "" : running ? " (its job runs)" : " (its job is queued)");
     CHECK(got == want, "completing future %d returned %d, the model says %d", f, got, want);
-    if (got == 0) mfuture_complete(f, status, value);
-    CHECK(evl_future_done(H.futures[f]), "future %d not done after completion", f);
+    if (got == 0 && j >= 0 && running) {
+        M.xjobs[j].cancelled = 1;
+    } else if (got == 0) {
+        if (j >= 0) M.xjobs[j].dropped = 1;
+        mfuture_complete(f, status, value);
+    }
+    CHECK(evl_future_done(H.futures[f]) == M.futures[f].done, "future %d: evl_future_done is %d, "
+          "the model says %d", f, evl_future_done(H.futures[f]), M.futures[f].done);
 }
 
 static void act_fut_set(void) {
@@ -1060,9 +1145,15 @@ static void act_fut_on_done(void) {
 }
 
 /* Frees the future in slot f: the tasks waiting on it get -ECANCELED, its on_done callbacks
-   never run, and the slot's model starts a new generation. */
+   never run, and the slot's model starts a new generation. A job behind it is dropped if
+   queued, else asked to stop and orphaned (its completion does nothing). */
 static void future_slot_free(int f) {
     mfuture *m = &M.futures[f];
+    int j = fut_job(f);
+    if (j >= 0) {
+        if (job_running(j)) M.xjobs[j].cancelled = 1;
+        else M.xjobs[j].dropped = 1;
+    }
     evl_future_free(H.loop, H.futures[f]);
     while (m->nwait) {
         int t = m->waiters[0];
@@ -1159,10 +1250,11 @@ static void check_qlen(int i) {
           "%zu, the model says %d", i, evl_queue_len(H.queues[i]), M.queues[i].len);
 }
 
-/* A put with a getter waiting hands the item to the first getter; else it needs room and no
-   earlier putter waiting. */
+/* A put into a closed queue is -EPIPE. A put with a getter waiting hands the item to the
+   first getter; else it needs room and no earlier putter waiting. */
 static int mqueue_try_put(int i, uintptr_t item) {
     mqueue *m = &M.queues[i];
+    if (m->closed) return -EPIPE;
     if (m->getters.n) {
         mtask_wake(m->getters.t[0], 0, (void *)item);
         return 0;
@@ -1172,10 +1264,11 @@ static int mqueue_try_put(int i, uintptr_t item) {
     return 0;
 }
 
-/* A get takes the oldest item; the room it makes goes to the first waiting putter. */
+/* A get takes the oldest item; the room it makes goes to the first waiting putter. An empty
+   closed queue is -EPIPE. */
 static int mqueue_try_get(int i, uintptr_t *item) {
     mqueue *m = &M.queues[i];
-    if (m->len == 0) return -EAGAIN;
+    if (m->len == 0) return m->closed ? -EPIPE : -EAGAIN;
     *item = m->items[0];
     memmove(m->items, m->items + 1, (size_t)(m->len - 1) * sizeof m->items[0]);
     m->len--;
@@ -1230,21 +1323,85 @@ static void act_q_renew(void) {
     CHECK(evl_queue_new(H.loop, &H.queues[i], (size_t)cap) == 0, "evl_queue_new failed");
 }
 
+/* evl_queue_close: the waiting putters (their items stay out) and getters (the queue is
+   empty when they wait) wake with -EPIPE, in one set; the items left stay for the gets. */
+static void act_q_close(void) {
+    int i = (int)(take() % MAX_QUEUES);
+    mqueue *m = &M.queues[i];
+    trace("    queue %d closed (%d item(s), %d getter(s), %d putter(s))", i, m->len, m->getters.n,
+          m->putters.n);
+    check_qlen(i);
+    evl_queue_close(H.loop, H.queues[i]);
+    m->closed = 1;
+    if (m->getters.n + m->putters.n > 1) push_set = ++M.nsets;
+    while (m->putters.n) mtask_wake(m->putters.t[0], -EPIPE, NULL);
+    while (m->getters.n) mtask_wake(m->getters.t[0], -EPIPE, NULL);
+    push_set = 0;
+    check_qlen(i);
+}
+
+/* evl_group_first_failure agrees with the model: the first failure's error, the task it came
+   from (its default name "task-N", N its spawn number in the loop) and its spawn site in
+   debug mode only, and how many tasks failed. */
+static void check_group(int g) {
+    mgroup *m = &M.groups[g];
+    evl_group_failure ff;
+    int got;
+    memset(&ff, 0x5a, sizeof ff);
+    got = evl_group_first_failure(H.groups[g], &ff);
+    CHECK(got == m->first_error && ff.error == m->first_error, "group %d: evl_group_first_failure "
+          "returned %d (error %d), the model says %d", g, got, ff.error, m->first_error);
+    CHECK(ff.failures == (size_t)m->failures, "group %d: %zu failure(s), the model says %d", g,
+          ff.failures, m->failures);
+    if (m->first_error) {
+        char name[32];
+        snprintf(name, sizeof name, "task-%d", m->first_task + 1);
+        CHECK(strcmp(ff.task_name, name) == 0, "group %d: first failure from '%s', the model says "
+              "'%s'", g, ff.task_name, name);
+        CHECK((ff.file != NULL) == H.debug, "group %d: first failure's spawn site is %s in %s "
+              "mode", g, ff.file ? ff.file : "NULL", H.debug ? "debug" : "normal");
+    }
+}
+
 /* A group child has no handle until it runs (evl_group_spawn gives none): the harness takes
-   evl_task_current then, and drops it when the child finishes (it is released at once). A
-   group that already failed cancels a newcomer at once. */
-static void act_group_spawn(void) {
+   evl_task_current then, and drops it when the child finishes (it is released at once);
+   evl_group_spawn_task gives the handle at once, and it must be the one the child runs as. A
+   group that already failed, or was cancelled, cancels a newcomer at once. */
+static void group_spawn(int with_handle) {
     int g = (int)(take() % MAX_GROUPS), t;
     mgroup *m = &M.groups[g];
     if (restricted() || H.ntasks >= MAX_TASKS) return;
     t = new_task_slot(g);
     H.tasks[t] = NULL;
-    CHECK(evl_group_spawn(H.loop, H.groups[g], task_fn, (void *)(intptr_t)t, NULL) == 0,
-          "evl_group_spawn failed");
-    trace("    group %d spawns task %d", g, t);
+    if (with_handle) {
+        CHECK(evl_group_spawn_task(H.loop, H.groups[g], &H.tasks[t], task_fn, (void *)(intptr_t)t,
+                                   NULL) == 0 && H.tasks[t], "evl_group_spawn_task failed");
+    } else {
+        CHECK(evl_group_spawn(H.loop, H.groups[g], task_fn, (void *)(intptr_t)t, NULL) == 0,
+              "evl_group_spawn failed");
+    }
+    trace("    group %d spawns task %d%s", g, t, with_handle ? " (with its handle)" : "");
     m->children[m->nchildren++] = t;
     mtask_push_wake(t, 0, NULL);
-    if (m->first_error) mtask_cancel(t);
+    if (m->first_error || m->cancelled) mtask_cancel(t);
+}
+
+static void act_group_spawn(void) {
+    group_spawn(0);
+}
+
+static void act_group_spawn_task(void) {
+    group_spawn(1);
+}
+
+/* evl_group_cancel: the children are cancelled (newest first), and so is every later one. */
+static void act_group_cancel(void) {
+    int g = (int)(take() % MAX_GROUPS);
+    trace("    group %d cancelled (%d child(ren))", g, M.groups[g].nchildren);
+    check_group(g);
+    evl_group_cancel(H.loop, H.groups[g]);
+    M.groups[g].cancelled = 1;
+    mgroup_cancel_children(g);
 }
 
 /* evl_group_free: the children still alive are cancelled (newest first) and detached, then
@@ -1253,6 +1410,7 @@ static void act_group_renew(void) {
     int g = (int)(take() % MAX_GROUPS), i;
     mgroup *m = &M.groups[g];
     trace("    group %d freed (%d child(ren), %d waiter(s))", g, m->nchildren, m->w.n);
+    check_group(g);
     evl_group_free(H.loop, H.groups[g]);
     for (i = m->nchildren - 1; i >= 0; i--) {
         int c = m->children[i];
@@ -1262,7 +1420,7 @@ static void act_group_renew(void) {
     }
     m->nchildren = 0;
     wq_wake_all(&m->w, -ECANCELED, 1);
-    m->first_error = 0;
+    m->first_error = m->cancelled = m->failures = 0;
     m->gen++;
     CHECK(evl_group_new(H.loop, &H.groups[g]) == 0, "evl_group_new failed");
 }
@@ -1274,16 +1432,18 @@ static void *xjob_fn(void *arg) {
     X.started[j] = 1;
     pthread_cond_broadcast(&X.cond);
     while (!X.released[j] && !X.open_all) pthread_cond_wait(&X.cond, &X.lock);
+    X.stop_seen[j] = evl_executor_cancelled();
     X.finished[j] = 1;
     pthread_cond_broadcast(&X.cond);
     pthread_mutex_unlock(&X.lock);
     return (void *)(uintptr_t)(0x7000 + j);
 }
 
-/* Waits until no job is queued and every busy worker is inside a gated function: then every
-   completion of a released job has been handed to the loop (the pool sets async_pending under
-   the lock it counts busy workers with), and a job cancelled before it started was taken out
-   of the queue and will never run. */
+/* Waits until no job is queued (or every worker is busy: the one-thread pool) and every busy
+   worker is inside a gated function: then every completion of a released job has been handed
+   to the loop (the pool sets async_pending under the lock it counts busy workers with), a job
+   cancelled before it started was taken out of the queue and will never run, and which jobs
+   run cannot change until the harness releases one. */
 static void exec_settle(void) {
     int n;
     for (n = 0;; n++) {
@@ -1293,11 +1453,35 @@ static void exec_settle(void) {
         for (j = 0; j < MAX_XJOBS; j++) inside += X.started[j] && !X.finished[j];
         pthread_mutex_unlock(&X.lock);
         evl_loop_stats(H.loop, &st);
-        if (st.executor_queue == 0 && st.executor_busy == (size_t)inside) return;
+        if (st.executor_busy == (size_t)inside &&
+            (st.executor_queue == 0 || st.executor_busy == (size_t)H.xthreads))
+            return;
         CHECK(n < 2000000, "executor jobs never settled (queued %zu, busy %zu, gated %d)",
               st.executor_queue, st.executor_busy, inside);
         if (n >= 100) usleep(10);
     }
+}
+
+/* Whether job j has left the pool's queue (it runs, or has returned): its function was
+   entered, once the pool has settled. A job dropped from the queue never enters it. */
+static int job_running(int j) {
+    int r;
+    exec_settle();
+    pthread_mutex_lock(&X.lock);
+    r = X.started[j];
+    pthread_mutex_unlock(&X.lock);
+    CHECK(!(r && M.xjobs[j].dropped), "executor job %d ran after it was dropped from the queue", j);
+    return r;
+}
+
+/* The job behind future slot f's current future, still to come back: -1 if none. */
+static int fut_job(int f) {
+    int j;
+    for (j = 0; j < H.nxjobs; j++) {
+        const mxjob *x = &M.xjobs[j];
+        if (!x->run && x->fut == f && x->fgen == M.fut_gen[f] && !x->gone && !x->dropped) return j;
+    }
+    return -1;
 }
 
 static int xjob_new(int run, int who) {
@@ -1326,10 +1510,12 @@ static void act_exec_submit(void) {
 }
 
 /* Opens the gate of the oldest job that is in its function and not released yet, and waits
-   until its completion has reached the loop. */
+   until its completion has reached the loop. The job saw evl_executor_cancelled say whether
+   it had been asked to stop (on the loop thread, outside any job, it says 0). */
 static void act_exec_release(void) {
-    int j, pick = -1;
+    int j, pick = -1, seen;
     if (!H.nxjobs) return;
+    CHECK(evl_executor_cancelled() == 0, "evl_executor_cancelled is 1 outside a job");
     exec_settle();
     pthread_mutex_lock(&X.lock);
     for (j = 0; j < H.nxjobs && pick < 0; j++)
@@ -1339,8 +1525,12 @@ static void act_exec_release(void) {
         pthread_cond_broadcast(&X.cond);
         while (!X.finished[pick]) pthread_cond_wait(&X.cond, &X.lock);
     }
+    seen = pick >= 0 ? X.stop_seen[pick] : 0;
     pthread_mutex_unlock(&X.lock);
     if (pick < 0) return;
+    CHECK(!M.xjobs[pick].dropped, "executor job %d ran after it was dropped from the queue", pick);
+    CHECK(seen == M.xjobs[pick].cancelled, "executor job %d: evl_executor_cancelled said %d in it, "
+          "the model says %d", pick, seen, M.xjobs[pick].cancelled);
     exec_settle();   /* and the pool has handed the completion to the loop */
     M.xjobs[pick].done = 1;
     M.xorder[M.nxdone++] = pick;
@@ -1380,6 +1570,9 @@ static void do_action(unsigned a) {
     case A_GROUP_RENEW: act_group_renew(); break;
     case A_EXEC_SUBMIT: act_exec_submit(); break;
     case A_EXEC_RELEASE: act_exec_release(); break;
+    case A_Q_CLOSE: act_q_close(); break;
+    case A_GROUP_CANCEL: act_group_cancel(); break;
+    case A_GROUP_SPAWN_TASK: act_group_spawn_task(); break;
     default: break;
     }
 }
@@ -1398,13 +1591,13 @@ static void do_actions(void) {
 }
 
 /* ---- tasks ---- */
-/* What evl__task_enter says before a task may suspend: a shield lets it; else cancellation,
-   then a deadline that has passed. */
+/* What evl__task_enter says before a task may suspend: cancellation (not inside a shield),
+   then a deadline that has passed (inside a shield, only the one set inside it). */
 static int enter_rc(int t) {
     mtask *k = &M.tasks[t];
-    if (k->shield) return 0;
-    if (k->cancelled) return -ECANCELED;
-    if (k->deadline != EVL_FOREVER && k->deadline <= M.vnow) return -ETIMEDOUT;
+    evl_time dl = mtask_deadline(t);
+    if (k->cancelled && !k->shield) return -ECANCELED;
+    if (dl != EVL_FOREVER && dl <= M.vnow) return -ETIMEDOUT;
     return 0;
 }
 
@@ -1449,15 +1642,22 @@ static void task_resumed(int t, int rc, void *value) {
         k->wake_value = NULL;
     }
     want = k->wake_status;
-    /* A phase-2 group waiter whose group was freed after the group woke it: -ECANCELED. */
-    if (k->wait_kind == W_GROUP && k->gphase2 && M.groups[k->wait_obj].gen != k->wait_gen)
-        want = -ECANCELED;
+    /* A phase-2 group waiter returns its own error, or -ECANCELED when its group was freed
+       (even after the group woke it). */
+    if (k->wait_kind == W_GROUP && k->gphase2)
+        want = M.groups[k->wait_obj].gen != k->wait_gen ? -ECANCELED : k->gerr;
+    /* evl_executor_run that waited for its running job returns its own error; one that
+       returns otherwise before its job came back dropped the job from the queue. */
+    if (k->wait_kind == W_EXEC && k->xwait) want = k->xerr;
+    else if (k->wait_kind == W_EXEC && !M.xjobs[k->wait_obj].gone) M.xjobs[k->wait_obj].dropped = 1;
     CHECK(rc == want, "task %d: its suspension (kind %d) returned %d, the model says %d", t,
           k->wait_kind, rc, want);
-    if ((k->wait_kind == W_FUTURE && rc != -ECANCELED && rc != -ETIMEDOUT) ||
-        (k->wait_kind == W_QGET && rc == 0) || (k->wait_kind == W_EXEC && rc == 0))
+    if (k->wait_kind == W_FUTURE || (k->wait_kind == W_QGET && rc == 0))
         CHECK(value == k->wake_value, "task %d: got value %p, the model says %p", t, value,
               k->wake_value);
+    if (k->wait_kind == W_EXEC)
+        CHECK(value == (rc == 0 ? k->wake_value : NULL), "task %d: evl_executor_run returned %d "
+              "with result %p, the model says %p", t, rc, value, rc == 0 ? k->wake_value : NULL);
     if (k->wait_kind == W_JOIN) M.tasks[k->wait_obj].claimed = 0;
     M.timers[T_SLEEP(t)].active = 0;
     M.timers[T_DEADLINE(t)].active = 0;
@@ -1466,6 +1666,7 @@ static void task_resumed(int t, int rc, void *value) {
     k->wait_kind = W_NONE;
     k->gphase2 = 0;
     k->by_group = 0;
+    k->xwait = 0;
 }
 
 static void expect_immediate(int t, int rc) {
@@ -1473,18 +1674,20 @@ static void expect_immediate(int t, int rc) {
     M.tasks[t].immediate_rc = rc;
 }
 
-/* The suspension arms the deadline timer (after any sleep timer: ties go to the sleep),
-   except under a shield. evl_yield does not go through it. */
+/* The suspension arms the deadline timer for the deadline that applies (after any sleep
+   timer: ties go to the sleep). evl_yield does not go through it. */
 static void suspend_model(int t, int kind, int obj) {
     mtask *k = &M.tasks[t];
+    evl_time dl = mtask_deadline(t);
     k->state = S_SUSP;
     k->woken = 0;
     k->wait_kind = kind;
     k->wait_obj = obj;
     k->gphase2 = 0;
     k->by_group = 0;
-    if (kind != W_YIELD && !k->shield && k->deadline != EVL_FOREVER)
-        mt_start(T_DEADLINE(t), k->deadline > M.vnow ? k->deadline - M.vnow : 0, 0);
+    k->xwait = 0;
+    if (kind != W_YIELD && dl != EVL_FOREVER)
+        mt_start(T_DEADLINE(t), dl > M.vnow ? dl - M.vnow : 0, 0);
 }
 
 static void step_yield(evl_loop *loop, int t) {
@@ -1588,8 +1791,8 @@ static void step_queue_put(evl_loop *loop, int t) {
     uintptr_t item = ++H.item_seq;
     if (rc) {
         expect_immediate(t, rc);
-    } else if (mqueue_try_put(i, item) == 0) {
-        expect_immediate(t, 0);
+    } else if ((rc = mqueue_try_put(i, item)) != -EAGAIN) {
+        expect_immediate(t, rc);
     } else {
         suspend_model(t, W_QPUT, i);
         M.tasks[t].put_item = item;
@@ -1606,9 +1809,9 @@ static void step_queue_get(evl_loop *loop, int t) {
     void *item = NULL;
     if (rc) {
         expect_immediate(t, rc);
-    } else if (mqueue_try_get(i, &expect) == 0) {
-        expect_immediate(t, 0);
-        immediate = 1;
+    } else if ((rc = mqueue_try_get(i, &expect)) != -EAGAIN) {
+        expect_immediate(t, rc);
+        immediate = rc == 0;
     } else {
         suspend_model(t, W_QGET, i);
         wq_push(&M.queues[i].getters, t);
@@ -1618,6 +1821,8 @@ static void step_queue_get(evl_loop *loop, int t) {
     if (immediate && rc == 0)
         CHECK((uintptr_t)item == expect, "task %d: got item %lu from queue %d, the model says "
               "%lu (FIFO)", t, (unsigned long)(uintptr_t)item, i, (unsigned long)expect);
+    if (!H.unchecked && rc != 0)
+        CHECK(item == NULL, "task %d: evl_queue_get returned %d and stored an item", t, rc);
     task_resumed(t, rc, item);
     if (!H.unchecked) check_qlen(i);
 }
@@ -1629,6 +1834,7 @@ static void step_group_wait(evl_loop *loop, int t) {
     int g = (int)(take() % MAX_GROUPS), rc;
     mgroup *m = &M.groups[g];
     mtask *k = &M.tasks[t];
+    unsigned gen = m->gen;
     trace("    task %d waits for group %d (%d child(ren))", t, g, m->nchildren);
     if (m->nchildren == 0) {
         expect_immediate(t, m->first_error);
@@ -1646,33 +1852,39 @@ static void step_group_wait(evl_loop *loop, int t) {
         wq_push(&m->w, t);
     }
     task_resumed(t, evl_group_wait(loop, H.groups[g]), NULL);
+    if (!H.unchecked && M.groups[g].gen == gen) check_group(g);
 }
 
-/* evl_deadline(now + d): returns the deadline in force and keeps the earlier one. */
+/* evl_deadline(now + d): returns the deadline in force and keeps the earlier one. Inside a
+   shield both act on the shield's deadline, outside on the task's own. */
 static void step_deadline(evl_loop *loop, int t) {
     mtask *k = &M.tasks[t];
     evl_time at = tadd(M.vnow, decode_delay(take())), old;
+    evl_time *slot = k->shield ? &k->shield_deadline : &k->deadline;
     if (k->ndl >= MAX_DEADLINES) return;
     old = evl_deadline(loop, at);
-    CHECK(old == k->deadline, "task %d: evl_deadline returned %lld, the model says %lld", t,
-          (long long)old, (long long)k->deadline);
+    CHECK(old == *slot, "task %d: evl_deadline returned %lld, the model says %lld (%s)", t,
+          (long long)old, (long long)*slot, k->shield ? "in a shield" : "outside shields");
     k->dl_stack[k->ndl++] = old;
-    if (at < k->deadline) k->deadline = at;
-    trace("    task %d deadline %lld ms", t, (long long)(k->deadline / EVL_MSEC(1)));
+    if (at < *slot) *slot = at;
+    trace("    task %d %sdeadline %lld ms", t, k->shield ? "shield " : "",
+          (long long)(*slot / EVL_MSEC(1)));
 }
 
 static void step_deadline_restore(evl_loop *loop, int t) {
     mtask *k = &M.tasks[t];
     evl_time old = k->ndl ? k->dl_stack[--k->ndl] : EVL_FOREVER;
     evl_deadline_restore(loop, old);
-    k->deadline = old;
+    if (k->shield) k->shield_deadline = old;
+    else k->deadline = old;
 }
 
+/* The last evl_shield_end drops the shield's deadline. */
 static void step_shield(evl_loop *loop, int t) {
     mtask *k = &M.tasks[t];
     if (take() & 1) {
         evl_shield_end(loop);
-        if (k->shield) k->shield--;
+        if (k->shield && --k->shield == 0) k->shield_deadline = EVL_FOREVER;
     } else if (k->shield < 3) {
         evl_shield_begin(loop);
         k->shield++;
@@ -1680,8 +1892,9 @@ static void step_shield(evl_loop *loop, int t) {
     trace("    task %d shield depth %d", t, k->shield);
 }
 
-/* evl_executor_run: the task waits for the job (cancellation and deadlines apply); a job
-   whose waiter left is dropped if still queued, orphaned if running. */
+/* evl_executor_run: the task waits for the job; a cancel or the deadline that applies drops
+   a queued job and returns at once, or makes the task wait for its running job (see
+   mexec_waiter_continues). The result is stored only with 0. */
 static void step_exec_run(evl_loop *loop, int t) {
     int rc = enter_rc(t), j = -1;
     void *result = NULL;
@@ -1693,6 +1906,8 @@ static void step_exec_run(evl_loop *loop, int t) {
     }
     trace("    task %d runs executor job %d", t, j);
     rc = evl_executor_run(loop, xjob_fn, (void *)(intptr_t)(j < 0 ? 0 : j), &result);
+    if (!H.unchecked && rc != 0)
+        CHECK(result == NULL, "task %d: evl_executor_run returned %d and stored a result", t, rc);
     task_resumed(t, rc, result);
 }
 
@@ -1713,6 +1928,7 @@ static int task_fn(evl_loop *loop, void *arg) {
     M.tasks[t].state = S_RUN;
     M.tasks[t].woken = 0;
     if (!H.tasks[t]) H.tasks[t] = evl_task_current(loop);   /* a group child */
+    CHECK(H.tasks[t] == evl_task_current(loop), "task %d runs as another task than its handle", t);
     for (step = 0; step < MAX_STEPS && !H.unchecked; step++) {
         unsigned s = take() % NSTEPS;
         if (s == 0) break;
@@ -1959,8 +2175,10 @@ enum { OP_RUN_ONCE = NACT, OP_RUN, OP_RUN_RESTRICTED, OP_POST, OP_POST_WAKE, OP_
 
 static void do_op(unsigned op) {
     trace("op %u", op);
-    /* Every job the input made is in a worker before the top level acts (a cancel then
-       orphans a running job; one cancelled inside a drain may still be dequeued). */
+    /* The pool has settled before the top level acts: every job the input made is in a
+       worker, or (the one-thread pool) waits behind the one that is. Whether a job has left
+       the queue is asked again wherever it matters (job_running): inside a drain a new job may
+       still be on its way to a worker. */
     if (H.nxjobs) exec_settle();
     switch (op) {
     case OP_RUN_ONCE: op_run_once(); break;
@@ -1980,11 +2198,24 @@ static void log_silent(int level, const char *message, void *ud) {
     (void)ud;
 }
 
+/* Counted. A task abandoned by evl_loop_close is reported in every mode, by name, with
+   -ETIMEDOUT, and only there; none waits for a running job then (every gate is open and the
+   close waits for the jobs that tasks wait on). */
 static void on_exception(evl_loop *loop, const evl_exception *e, void *ud) {
+    static const char abandoned[] = "task still running when the loop closed: abandoned";
     (void)loop;
-    (void)e;
     (void)ud;
     H.exceptions++;
+    CHECK(e->message && e->error < 0 && e->error != -ECANCELED, "an exception without a message "
+          "or with error %d", e->error);
+    CHECK(strncmp(e->message, "task abandoned", 14) != 0, "a task was abandoned while its "
+          "executor job still ran: %s", e->message);
+    if (strncmp(e->message, abandoned, sizeof abandoned - 1) != 0) return;
+    CHECK(H.closing, "'%s' reported outside evl_loop_close", e->message);
+    CHECK(e->error == -ETIMEDOUT && e->task && e->task_name && e->task_name[0], "an abandoned "
+          "task reported with error %d, task %p, name %s", e->error, (void *)e->task,
+          e->task_name ? e->task_name : "NULL");
+    H.abandoned++;
 }
 
 static void setup(unsigned first) {
@@ -2000,6 +2231,7 @@ static void setup(unsigned first) {
     memset(X.started, 0, sizeof X.started);
     memset(X.released, 0, sizeof X.released);
     memset(X.finished, 0, sizeof X.finished);
+    memset(X.stop_seen, 0, sizeof X.stop_seen);
     X.open_all = 0;
     pthread_mutex_unlock(&X.lock);
     evl_config_init(&cfg);
@@ -2008,7 +2240,11 @@ static void setup(unsigned first) {
     cfg.debug = (int)((first >> 2) & 1);
     cfg.clock = EVL_CLOCK_VIRTUAL;
     cfg.log = log_silent;
-    cfg.executor_threads = MAX_XJOBS;   /* a thread for every job: none waits in the queue */
+    /* A thread for every job (none waits in the queue once the pool settled), or one thread:
+       the jobs after the running one wait in the queue. */
+    H.debug = cfg.debug;
+    H.xthreads = first & 16 ? 1 : MAX_XJOBS;
+    cfg.executor_threads = H.xthreads;
     err = evl_loop_new(&H.loop, &cfg);
     CHECK(err == 0, "evl_loop_new: %s", evl_strerror(err));
     evl_set_exception_handler(H.loop, on_exception, NULL);
@@ -2068,9 +2304,14 @@ static void teardown(int burst) {
     for (i = 0; i < MAX_EVENTS; i++) evl_event_free(H.loop, H.events[i]);
     for (i = 0; i < MAX_SEMS; i++) evl_sem_free(H.loop, H.sems[i]);
     for (i = 0; i < MAX_QUEUES; i++) evl_queue_free(H.loop, H.queues[i]);
+    H.closing = 1;
     err = evl_loop_close(H.loop);
     CHECK(err == 0, "evl_loop_close returned %d", err);
     H.closed = 1;
+    pthread_mutex_lock(&X.lock);
+    for (i = 0; i < H.nxjobs; i++)
+        CHECK(!(M.xjobs[i].dropped && X.started[i]), "executor job %d ran after it was dropped", i);
+    pthread_mutex_unlock(&X.lock);
     for (i = 0; i < NPOSTERS; i++)
         CHECK(H.posts_seen[i] == H.posts_made[i], "thread %d: %u posts made, %u ran", i,
               H.posts_made[i], H.posts_seen[i]);
