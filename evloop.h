@@ -3354,6 +3354,17 @@ static int evl__task_suspend(evl_loop *loop, evl_task *t, evl__waitq *q) {
     return t->wake_status;
 }
 
+/* Suspends t until it is woken, with neither cancellation nor any deadline able to cut the
+   wait short: for what the task has lent out and must get back (a running executor job, the children of a group it waits for). */
+static void evl__task_suspend_uninterruptible(evl_loop *loop, evl_task *t, evl__waitq *q) {
+    evl_time saved = t->shield_deadline;
+    t->shield++;
+    t->shield_deadline = EVL_FOREVER;
+    evl__task_suspend(loop, t, q);
+    t->shield--;
+    t->shield_deadline = saved;
+}
+
 static void evl__task_main(void *arg) {
     evl_task *t = (evl_task *)arg;
     evl_loop *loop = t->loop;
@@ -3864,9 +3875,7 @@ static int evl__group_wait_inner(evl_loop *loop, evl_group *g, evl_task *t, int 
        (unless the last one finished meanwhile). */
     if (g->alive == 0) return err;
     evl__group_cancel_children(loop, g);
-    evl_shield_begin(loop);
-    evl__task_suspend(loop, t, &g->waiters);
-    evl_shield_end(loop);
+    while (g->alive && !g->freed) evl__task_suspend_uninterruptible(loop, t, &g->waiters);
     return g->freed ? -ECANCELED : err;
 }
 
@@ -5412,17 +5421,6 @@ static int evl__executor_enqueue_waiting(evl_loop *loop, evl_executor *ex, evl_t
     return err;
 }
 
-/* Suspends t until it is woken, with neither cancellation nor any deadline able to cut the
-   wait short: for what the task has lent out and must get back (its running executor job). */
-static void evl__task_suspend_uninterruptible(evl_loop *loop, evl_task *t) {
-    evl_time saved = t->shield_deadline;
-    t->shield++;
-    t->shield_deadline = EVL_FOREVER;
-    evl__task_suspend(loop, t, NULL);
-    t->shield--;
-    t->shield_deadline = saved;
-}
-
 int evl_executor_run_on(evl_loop *loop, evl_executor *ex, evl_work_fn fn, void *arg,
                         void **result) {
     evl_task *t;
@@ -5448,7 +5446,7 @@ int evl_executor_run_on(evl_loop *loop, evl_executor *ex, evl_work_fn fn, void *
            ask it to stop and wait for it to return, whatever happens meanwhile. Its pool may
            be freed once it is back, hence the loop's allocator below. */
         evl__job_cancel(j);
-        while (!j->delivered) evl__task_suspend_uninterruptible(loop, t);
+        while (!j->delivered) evl__task_suspend_uninterruptible(loop, t, NULL);
     }
     t->job = NULL;
     evl__free(loop, j);

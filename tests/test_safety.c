@@ -630,6 +630,44 @@ static void deadline_inside_a_shield_applies(void) {
     CHECK_OK(evl_loop_close(loop));
 }
 
+/* A group waiter that passes a deadline set inside its shield cancels the children and
+   still waits for them: it never returns while a child runs (the fuzzer found that it did). */
+static int gw_child_done;
+
+static int gw_child(evl_loop *loop, void *arg) {
+    (void)arg;
+    evl_shield_begin(loop); /* cleanup that must finish */
+    CHECK_OK(evl_sleep(loop, EVL_MSEC(50)));
+    evl_shield_end(loop);
+    gw_child_done = 1;
+    return 0;
+}
+
+static int gw_parent(evl_loop *loop, void *arg) {
+    evl_group *g;
+    int *rc = (int *)arg;
+    CHECK_OK(evl_group_new(loop, &g));
+    CHECK_OK(evl_group_spawn(loop, g, gw_child, NULL, NULL));
+    evl_shield_begin(loop);
+    evl_deadline(loop, evl_now(loop) + EVL_MSEC(10));
+    *rc = evl_group_wait(loop, g);
+    CHECK_EQ(gw_child_done, 1);
+    evl_shield_end(loop);
+    evl_group_free(loop, g);
+    return 0;
+}
+
+static void group_wait_in_a_shield_waits_for_its_children(void) {
+    evl_loop *loop = check_loop_new();
+    int rc = 1;
+    check_watchdog(20);
+    CHECK_OK(evl_task_spawn(loop, NULL, gw_parent, &rc, NULL));
+    CHECK_OK(evl_run(loop));
+    CHECK_EQ(rc, -ETIMEDOUT);
+    CHECK_EQ(gw_child_done, 1);
+    CHECK_OK(evl_loop_close(loop));
+}
+
 /* ---- 6. a closed queue is the end of a stream ---- */
 static struct {
     evl_queue *q;
@@ -879,6 +917,7 @@ static const check_case cases[] = {
     {"plain_close_is_reported_in_debug_mode", plain_close_is_reported_in_debug_mode},
     {"close_reports_abandoned_task_without_debug", close_reports_abandoned_task_without_debug},
     {"deadline_inside_a_shield_applies", deadline_inside_a_shield_applies},
+    {"group_wait_in_a_shield_waits_for_its_children", group_wait_in_a_shield_waits_for_its_children},
     {"closed_queue_ends_the_stream", closed_queue_ends_the_stream},
     {"group_cancel_stops_it_on_purpose", group_cancel_stops_it_on_purpose},
     {"strerror_names_every_errno", strerror_names_every_errno},
