@@ -79,15 +79,16 @@
 
    CONFIGURATION (run time)
    ------------------------
-   evl_loop_new takes an evl_config (NULL means all defaults). evl_config_init fills one with the
-   defaults; a field left at zero also means "default", except `debug` (see below).
+   evl_loop_new takes an evl_config (NULL means all defaults). Zero means "default" in every
+   field, so a zeroed evl_config (`evl_config c = {0}`, or evl_config_init) is the defaults.
 
      backend     EVL_BACKEND_AUTO: EVLOOP_BACKEND from the environment (epoll, kqueue, poll,
                  select), else the best the platform has (epoll, kqueue, poll in that order).
                  Asking for a backend this build or platform lacks is -ENOSYS, an unknown name
                  in EVLOOP_BACKEND is -EINVAL: never a silent fallback.
-     debug       -1 (what evl_config_init sets): from EVLOOP_DEBUG in the environment; 0 off;
-                 1 on. Read back with evl_get_debug.
+     debug       EVL_DEBUG_FROM_ENV (0): from EVLOOP_DEBUG in the environment; EVL_DEBUG_ON;
+                 EVL_DEBUG_OFF. Read back with evl_get_debug. (Before 0.2, 0 meant off and -1
+                 from the environment; -1 still means from the environment.)
      alloc       a realloc-like hook `void *fn(void *ud, void *ptr, size_t size)`: size 0 frees
                  ptr; ptr NULL allocates. Every allocation of the loop goes through it; it must
                  be thread-safe, because evl_call_soon_threadsafe grows its queue on the
@@ -448,7 +449,7 @@
    The production checklist for an asyncio service, step by step, in evloop:
      1. Backend: the best one is the default (epoll, kqueue); EVLOOP_BACKEND overrides it at
         run time, and an unavailable choice is an error, never a silent fallback.
-     2. Debug gating: leave evl_config.debug at -1 so EVLOOP_DEBUG=1 in the environment turns
+     2. Debug gating: leave evl_config.debug at zero so EVLOOP_DEBUG=1 in the environment turns
         it on for a debugging session, never in the production image.
      3. Error boundary: evl_set_exception_handler from main, before spawning detached tasks;
         forward to your logging, then call evl_default_exception_handler.
@@ -525,7 +526,9 @@
           abandons; deadlines apply inside shields; new evl_close, evl_write,
           evl_queue_close, evl_group_cancel, evl_group_spawn_task, evl_group_first_failure,
           evl_errname; evl_strerror names every errno; a second signal ends evl_main by that
-          signal; evl_future_set on an executor job's future is -EBUSY.
+          signal; evl_future_set on an executor job's future is -EBUSY; zero means the
+          default in every evl_config field, debug included (EVL_DEBUG_FROM_ENV; off is
+          EVL_DEBUG_OFF now, and -1 still reads the environment).
    0.1.0  the first release: the loop, four backends, timers, I/O watchers, tasks, the error
           boundary and debug mode, the executor, signals, graceful shutdown, evl_main.
 */
@@ -592,9 +595,12 @@ typedef void (*evl_log_fn)(int level, const char *message, void *ud);
 /* Clocks: the monotonic clock, or a virtual one for tests (see the manual). */
 enum { EVL_CLOCK_MONOTONIC = 0, EVL_CLOCK_VIRTUAL = 1 };
 
+/* evl_config.debug: from EVLOOP_DEBUG in the environment (the default: zero), on, or off. */
+enum { EVL_DEBUG_FROM_ENV = 0, EVL_DEBUG_ON = 1, EVL_DEBUG_OFF = 2 };
+
 typedef struct evl_config {
     evl_backend backend;   /* AUTO: EVLOOP_BACKEND from the environment, else the best */
-    int debug;             /* -1: from EVLOOP_DEBUG (what evl_config_init sets), 0 off, 1 on */
+    int debug;             /* EVL_DEBUG_FROM_ENV (0), EVL_DEBUG_ON (1) or EVL_DEBUG_OFF (2) */
     evl_alloc_fn alloc;    /* NULL: EVL_MALLOC / EVL_REALLOC / EVL_FREE */
     void *alloc_ud;        /* passed to alloc */
     size_t stack_size;     /* default task stack (0: 128 KiB) */
@@ -608,7 +614,7 @@ typedef struct evl_config {
     evl_time shutdown_grace;   /* evl_main's and evl_loop_close's grace period (0: 25 s) */
 } evl_config;
 
-/* Fills cfg with the defaults. Thread-safe. */
+/* Fills cfg with the defaults (zeroes: a zeroed evl_config is the same). Thread-safe. */
 EVL_API void evl_config_init(evl_config *cfg);
 /* Creates a loop (cfg NULL: defaults) and stores it in *out. Thread-safe. */
 EVL_API int evl_loop_new(evl_loop **out, const evl_config *cfg);
@@ -4564,9 +4570,7 @@ void evl_loop_stats(const evl_loop *loop, evl_stats *out) {
 
 /* ==== >>loop ==== */
 void evl_config_init(evl_config *cfg) {
-    memset(cfg, 0, sizeof *cfg);
-    cfg->backend = EVL_BACKEND_AUTO;
-    cfg->debug = -1;
+    memset(cfg, 0, sizeof *cfg); /* zero is the default of every field */
 }
 
 static int evl__debug_from_env(void) {
@@ -4574,29 +4578,42 @@ static int evl__debug_from_env(void) {
     return s && *s && strcmp(s, "0") != 0;
 }
 
-int evl_loop_new(evl_loop **out, const evl_config *cfg) {
-    evl_config defaults;
+/* Every default in one place (zero, or NULL, always means the default): `out` is what the
+   loop runs with. `debug` comes out 0 or 1; the sizes and times come out positive. */
+static void evl__config_resolve(const evl_config *cfg, evl_config *out) {
+    if (cfg) *out = *cfg;
+    else memset(out, 0, sizeof *out);
+    if (out->debug == EVL_DEBUG_ON) out->debug = 1;
+    else if (out->debug == EVL_DEBUG_OFF) out->debug = 0;
+    else out->debug = evl__debug_from_env(); /* EVL_DEBUG_FROM_ENV, and -1 as before 0.2 */
+    if (!out->alloc) out->alloc = evl__default_alloc;
+    if (!out->log) out->log = evl__log_default;
+    if (out->stack_size == 0) out->stack_size = (size_t)128 * 1024;
+    if (out->executor_threads < 0) out->executor_threads = 0; /* the pool sizes itself */
+    if (out->executor_queue < 0) out->executor_queue = 0;
+    if (out->shutdown_grace <= 0) out->shutdown_grace = EVL_SEC(25);
+    if (out->stall_threshold < 0) out->stall_threshold = 0;
+}
+
+int evl_loop_new(evl_loop **out, const evl_config *given) {
+    evl_config c;
+    const evl_config *cfg = &c;
     const evl__backend *backend;
-    evl_alloc_fn alloc;
     evl_loop *loop;
     int err;
     if (!out) return -EINVAL;
     *out = NULL;
-    if (!cfg) {
-        evl_config_init(&defaults);
-        cfg = &defaults;
-    }
+    evl__config_resolve(given, &c);
     err = evl__backend_choose(cfg->backend, &backend);
     if (err < 0) return err;
-    alloc = cfg->alloc ? cfg->alloc : evl__default_alloc;
-    loop = (evl_loop *)alloc(cfg->alloc_ud, NULL, sizeof *loop);
+    loop = (evl_loop *)cfg->alloc(cfg->alloc_ud, NULL, sizeof *loop);
     if (!loop) return -ENOMEM;
     memset(loop, 0, sizeof *loop);
-    loop->alloc = alloc;
+    loop->alloc = cfg->alloc;
     loop->alloc_ud = cfg->alloc_ud;
     loop->backend = backend;
-    loop->debug = cfg->debug < 0 ? evl__debug_from_env() : cfg->debug != 0;
-    loop->log_fn = cfg->log ? cfg->log : evl__log_default;
+    loop->debug = cfg->debug;
+    loop->log_fn = cfg->log;
     loop->log_ud = cfg->log_ud;
     loop->slow_threshold = EVL_MSEC(100);
     loop->virtual_clock = cfg->clock == EVL_CLOCK_VIRTUAL;
@@ -4604,20 +4621,19 @@ int evl_loop_new(evl_loop **out, const evl_config *cfg) {
     loop->stall_threshold = cfg->stall_threshold;
 #endif
 #if !defined(EVL_NO_TASKS) && !defined(EVL_NO_THREADS)
-    loop->executor_threads = cfg->executor_threads > 0 ? cfg->executor_threads : 0;
-    loop->executor_queue = cfg->executor_queue > 0 ? cfg->executor_queue : 0;
+    loop->executor_threads = cfg->executor_threads;
+    loop->executor_queue = cfg->executor_queue;
 #endif
-    loop->shutdown_grace = cfg->shutdown_grace > 0 ? cfg->shutdown_grace : EVL_SEC(25);
+    loop->shutdown_grace = cfg->shutdown_grace;
 #ifndef EVL_NO_TASKS
     loop->page_size = evl__page_size();
-    loop->stack_size = cfg->stack_size ? cfg->stack_size : (size_t)128 * 1024;
-    loop->stack_size = (loop->stack_size + loop->page_size - 1) / loop->page_size * loop->page_size;
+    loop->stack_size = (cfg->stack_size + loop->page_size - 1) / loop->page_size * loop->page_size;
     loop->stack_guard = cfg->stack_guard >= 0;
 #endif
     loop->wake_rfd = loop->wake_wfd = -1;
 #ifndef EVL_NO_THREADS
     if (pthread_mutex_init(&loop->inbox_lock, NULL) != 0) {
-        alloc(cfg->alloc_ud, loop, 0);
+        cfg->alloc(cfg->alloc_ud, loop, 0);
         return -ENOMEM;
     }
 #endif

@@ -114,7 +114,7 @@ static evl_loop *dloop_new_full(int debug, evl_time stall, int clock) {
     pthread_mutex_unlock(&logs.lock);
     evl_config_init(&cfg);
     cfg.backend = EVL_BACKEND_AUTO;
-    cfg.debug = debug;
+    cfg.debug = debug ? EVL_DEBUG_ON : EVL_DEBUG_OFF;
     cfg.stall_threshold = stall;
     cfg.clock = clock;
     cfg.log = capture_log;
@@ -1556,11 +1556,19 @@ static void env_debug_child(void) {
     CHECK_OK(evl_run(loop));
     CHECK_OK(evl_loop_close(loop));
     evl_config_init(&cfg);
-    CHECK_EQ(cfg.debug, -1);
+    CHECK_EQ(cfg.debug, EVL_DEBUG_FROM_ENV);
     CHECK_OK(evl_loop_new(&loop, &cfg));
     printf("default-init=%d\n", evl_get_debug(loop));
     CHECK_OK(evl_loop_close(loop));
-    cfg.debug = 0;
+    memset(&cfg, 0, sizeof cfg); /* a zeroed config is the defaults too */
+    CHECK_OK(evl_loop_new(&loop, &cfg));
+    printf("default-zeroed=%d\n", evl_get_debug(loop));
+    CHECK_OK(evl_loop_close(loop));
+    cfg.debug = -1; /* what evl_config_init set before 0.2 */
+    CHECK_OK(evl_loop_new(&loop, &cfg));
+    printf("default-legacy=%d\n", evl_get_debug(loop));
+    CHECK_OK(evl_loop_close(loop));
+    cfg.debug = EVL_DEBUG_OFF;
     CHECK_OK(evl_loop_new(&loop, &cfg));
     printf("explicit-off=%d\n", evl_get_debug(loop));
     CHECK_OK(evl_loop_close(loop));
@@ -1578,7 +1586,7 @@ static void default_handler_child(void) {
     evl_config cfg;
     evl_task_opts opts = named("worker-7");
     evl_config_init(&cfg);
-    cfg.debug = 0;
+    cfg.debug = EVL_DEBUG_OFF;
     CHECK_OK(evl_loop_new(&loop, &cfg));
     CHECK_OK(evl_task_spawn(loop, NULL, return_arg_task, (void *)(intptr_t)-EIO, &opts));
     CHECK_OK(evl_run(loop));

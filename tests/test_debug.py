@@ -43,8 +43,9 @@ def parse(stdout):
 
 @SKIPPED
 class EnvironmentDebug(unittest.TestCase):
-    """EVLOOP_DEBUG turns debug mode on for a loop made with a default config (NULL, or
-    evl_config_init's debug = -1); an explicit debug = 0 or 1 in the config wins over it."""
+    """EVLOOP_DEBUG turns debug mode on for a loop made with a default config (NULL, a zeroed
+    one, evl_config_init's, or debug = -1 as before 0.2); an explicit EVL_DEBUG_OFF or
+    EVL_DEBUG_ON in the config wins over it."""
 
     def check(self, backend, set_env, unset, want):
         r = run_child("env_debug_child", backend, set_env, unset)
@@ -54,6 +55,8 @@ class EnvironmentDebug(unittest.TestCase):
         got = parse(r.stdout)
         self.assertEqual(got.get("default-null"), str(want), r.stdout)
         self.assertEqual(got.get("default-init"), str(want), r.stdout)
+        self.assertEqual(got.get("default-zeroed"), str(want), r.stdout)
+        self.assertEqual(got.get("default-legacy"), str(want), r.stdout)
         self.assertEqual(got.get("explicit-off"), "0", r.stdout)
         self.assertEqual(got.get("explicit-on"), "1", r.stdout)
         # The 110 ms callback of the default loop: with debug on, the default log writes the

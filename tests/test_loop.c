@@ -357,16 +357,20 @@ static void debug_flag_follows_config_and_environment(void) {
     evl_config cfg;
     evl_loop *loop;
     evl_config_init(&cfg);
-    CHECK_EQ(cfg.debug, -1);
+    CHECK_EQ(cfg.debug, EVL_DEBUG_FROM_ENV);
     CHECK_OK(setenv("EVLOOP_DEBUG", "1", 1));
     CHECK_OK(evl_loop_new(&loop, &cfg));
     CHECK_EQ(evl_get_debug(loop), 1);
     evl_set_debug(loop, 0);
     CHECK_EQ(evl_get_debug(loop), 0);
     CHECK_OK(evl_loop_close(loop));
-    cfg.debug = 0;
+    cfg.debug = EVL_DEBUG_OFF;
     CHECK_OK(evl_loop_new(&loop, &cfg));
     CHECK_EQ(evl_get_debug(loop), 0);
+    CHECK_OK(evl_loop_close(loop));
+    memset(&cfg, 0, sizeof cfg); /* zero is the default: from the environment */
+    CHECK_OK(evl_loop_new(&loop, &cfg));
+    CHECK_EQ(evl_get_debug(loop), 1);
     CHECK_OK(evl_loop_close(loop));
     CHECK_OK(unsetenv("EVLOOP_DEBUG"));
     CHECK_OK(evl_loop_new(&loop, NULL));

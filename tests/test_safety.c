@@ -513,7 +513,7 @@ static void plain_close_is_reported_in_debug_mode(void) {
     check_watchdog(20);
     dbg_log[0] = 0;
     evl_config_init(&cfg);
-    cfg.debug = 1;
+    cfg.debug = EVL_DEBUG_ON;
     cfg.log = dbg_capture;
     CHECK_OK(evl_loop_new(&loop, &cfg));
     if (strcmp(evl_backend_name(loop), "epoll") == 0) { /* nothing to see there */
@@ -548,7 +548,7 @@ static void close_reports_abandoned_task_without_debug(void) {
     check_watchdog(20);
     memset(&x, 0, sizeof x);
     evl_config_init(&cfg);
-    cfg.debug = 0;
+    cfg.debug = EVL_DEBUG_OFF;
     CHECK_OK(evl_loop_new(&loop, &cfg));
     evl_set_exception_handler(loop, exc_record, &x);
     CHECK_OK(evl_task_spawn(loop, NULL, shielded_forever, NULL, &opts));

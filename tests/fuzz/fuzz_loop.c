@@ -2237,12 +2237,12 @@ static void setup(unsigned first) {
     evl_config_init(&cfg);
     /* EVLOOP_BACKEND, when set, picks the backend (the test runs every one); else the input. */
     cfg.backend = getenv("EVLOOP_BACKEND") ? EVL_BACKEND_AUTO : kinds[(first & 3) % 3];
-    cfg.debug = (int)((first >> 2) & 1);
+    cfg.debug = (first >> 2) & 1 ? EVL_DEBUG_ON : EVL_DEBUG_OFF;
     cfg.clock = EVL_CLOCK_VIRTUAL;
     cfg.log = log_silent;
     /* A thread for every job (none waits in the queue once the pool settled), or one thread:
        the jobs after the running one wait in the queue. */
-    H.debug = cfg.debug;
+    H.debug = (first >> 2) & 1;
     H.xthreads = first & 16 ? 1 : MAX_XJOBS;
     cfg.executor_threads = H.xthreads;
     err = evl_loop_new(&H.loop, &cfg);
