@@ -3881,7 +3881,9 @@ static int evl__group_wait_inner(evl_loop *loop, evl_group *g, evl_task *t, int 
        (unless the last one finished meanwhile). */
     if (g->alive == 0) return err;
     evl__group_cancel_children(loop, g);
-    while (g->alive && !g->freed) evl__task_suspend_uninterruptible(loop, t, &g->waiters);
+    /* Woken only when the last child finishes (even if newcomers join after that) or when
+       the group is freed: neither cancellation nor a deadline cuts this wait short. */
+    evl__task_suspend_uninterruptible(loop, t, &g->waiters);
     return g->freed ? -ECANCELED : err;
 }
 
