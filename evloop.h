@@ -1405,12 +1405,21 @@ struct evl_loop {
 #endif
 };
 
-/* The interface every backend implements. `modify` changes the events registered for fd from
-   `old_events` to `new_events` (either may be 0). `old_events` EVL__REG_UNKNOWN means the fd
-   was registered but may have been closed and its number reused since: the backend then makes
-   its state exactly `new_events`, whatever it held. `poll` waits up to `timeout` (-1:
-   forever, else nanoseconds) and hands every ready fd to evl__io_feed. Both return 0 or a
-   negative errno. */
+/* The interface every backend implements; the loop core calls nothing else of it.
+     init     makes the backend's state (loop->backend_data) and kernel object; 0 or -errno.
+     destroy  frees them; also called in a child after fork() (before init again), where the
+              kernel object may not be the child's to close (kqueue).
+     modify   changes the events registered for fd from `old_events` to `new_events` (EVL_READ
+              and EVL_WRITE; either may be 0) and returns 0 or -errno, leaving the registration
+              as it was on failure. `old_events` EVL__REG_UNKNOWN means the fd was registered
+              but may have been closed and its number reused since: the backend then makes its
+              state exactly `new_events`, whatever it held. The core grows a registration at
+              once (so evl_io_start can report an error) and shrinks it in a pass before the
+              next poll (so a watcher stopped and started again in one iteration costs no
+              system call); -EBADF and -ENOENT from a shrink mean the fd is already gone.
+     poll     waits up to `timeout` (-1: forever, else nanoseconds; 0: do not block), then
+              hands each ready fd to evl__io_feed with its events (errors and hang-ups as both,
+              EVL__IO_CLOSED added when the fd turned out closed); 0 or -errno (EINTR is 0). */
 struct evl__backend {
     const char *name;
     int (*init)(evl_loop *loop);
