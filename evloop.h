@@ -256,7 +256,11 @@
    handler installed before evloop's still gets every other SIGSEGV. The handler knows the
    first 128 loops of a process that run tasks at once; an overflow in a further one dies by
    SIGSEGV without the message. ASan, TSan and Valgrind are told about every switch and stack,
-   so they work on task code.
+   so they work on task code. ThreadSanitizer defers a signal's handler to the next call it
+   intercepts on the fiber that was current, and a fiber that never runs again loses it: a
+   TSan build therefore holds signals across each task switch and fiber set-up and teardown,
+   and waits in calls TSan intercepts (epoll_wait, not epoll_pwait2, so its epoll timeouts
+   round up to milliseconds; pselect), so that a SIGTERM is never lost.
 
    Cancellation. evl_task_cancel(loop, t) makes the task's current suspension, or its next one,
    return -ECANCELED, and every later one too, until the task returns: cancellation is a
@@ -1107,6 +1111,43 @@ EVL_API unsigned long evl_fault_calls(evl_fault_site site);
 #else
 #define EVL__NSIG 65
 #endif
+/* ThreadSanitizer, detected here because the backends' waits need it as well as the tasks. */
+#if defined(__SANITIZE_THREAD__)
+#define EVL__TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define EVL__TSAN 1
+#endif
+#endif
+#ifdef EVL__TSAN
+/* ThreadSanitizer runs a signal handler at once only when the signal interrupts a call it
+   intercepts as blocking (poll, epoll_wait). Anywhere else it queues the signal on the state
+   of the current fiber and runs the handler at that fiber's next intercepted call or atomic
+   operation. So a signal queued on a task's fiber that never runs again (it has finished, or
+   waits for what will not come) is lost, and one queued just before a wait TSan does not
+   intercept (select here) waits with it: in both cases the loop sleeps on, deaf to the
+   signal. Between hold and release such signals stay pending in the kernel instead, and the
+   release, an intercepted call, runs any handler they bring as it returns. The synchronous
+   signals stay open: blocked, a fault would kill the process instead of reaching a handler. */
+static void evl__tsan_signals_hold(sigset_t *old) {
+    sigset_t set;
+    sigfillset(&set);
+    sigdelset(&set, SIGSEGV);
+    sigdelset(&set, SIGBUS);
+    sigdelset(&set, SIGFPE);
+    sigdelset(&set, SIGILL);
+    sigdelset(&set, SIGTRAP);
+    sigdelset(&set, SIGSYS);
+    sigdelset(&set, SIGABRT);
+    pthread_sigmask(SIG_BLOCK, &set, old);
+}
+
+static void evl__tsan_signals_release(const sigset_t *old) {
+    int saved = errno;
+    pthread_sigmask(SIG_SETMASK, old, NULL);
+    errno = saved;
+}
+#endif
 #ifndef EVL_NO_TASKS
 #ifndef EVL_NO_MMAP
 #include <sys/mman.h>
@@ -1162,13 +1203,6 @@ void evl__ctx_start(void) __attribute__((visibility("hidden")));
 #elif defined(__has_feature)
 #if __has_feature(address_sanitizer)
 #define EVL__ASAN 1
-#endif
-#endif
-#if defined(__SANITIZE_THREAD__)
-#define EVL__TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define EVL__TSAN 1
 #endif
 #endif
 #ifdef __cplusplus
@@ -1402,6 +1436,9 @@ struct evl_loop {
     const void *asan_stack_bottom;
     size_t asan_stack_size;
     void *tsan_loop_fiber;
+#ifdef EVL__TSAN
+    sigset_t tsan_sigmask;      /* held by a task's switch out, released by the switch in */
+#endif
 #endif
 };
 
@@ -2079,10 +2116,13 @@ static int evl__epoll_rebuild(evl_loop *loop) {
     return evl__backend_reregister(loop);
 }
 
-/* epoll_pwait2 takes a nanosecond timeout; epoll_wait (older kernels) only milliseconds. */
+/* epoll_pwait2 takes a nanosecond timeout; epoll_wait (older kernels) only milliseconds.
+   Under ThreadSanitizer always epoll_wait: it intercepts that one and runs a signal handler
+   at once during the wait, while it would queue a signal that arrives just before the raw
+   system call until after it (see evl__tsan_signals_hold). */
 static int evl__epoll_wait(evl__epoll *ep, evl_time timeout) {
     if (evl__fault(EVL_FAULT_WAIT)) return -1;
-#if defined(SYS_epoll_pwait2)
+#if defined(SYS_epoll_pwait2) && !defined(EVL__TSAN)
     if (!ep->no_pwait2) {
         struct timespec ts, *tsp = NULL;
         long n;
@@ -2358,7 +2398,26 @@ static int evl__select_poll(evl_loop *loop, evl_time timeout) {
     }
     s->rd_out = s->rd;
     s->wr_out = s->wr;
+#ifdef EVL__TSAN
+    /* ThreadSanitizer does not intercept select: the signals are held up to pselect, which
+       lets them in only while it waits, so one that arrives ends the wait with EINTR and the
+       release runs its handler (see evl__tsan_signals_hold). */
+    if (evl__fault(EVL_FAULT_WAIT)) {
+        n = -1;
+    } else {
+        struct timespec ts;
+        sigset_t old;
+        if (tvp) {
+            ts.tv_sec = tv.tv_sec;
+            ts.tv_nsec = (long)tv.tv_usec * 1000;
+        }
+        evl__tsan_signals_hold(&old);
+        n = pselect(s->maxfd + 1, &s->rd_out, &s->wr_out, NULL, tvp ? &ts : NULL, &old);
+        evl__tsan_signals_release(&old);
+    }
+#else
     n = evl__fault(EVL_FAULT_WAIT) ? -1 : select(s->maxfd + 1, &s->rd_out, &s->wr_out, NULL, tvp);
+#endif
     if (n < 0) {
         if (errno == EINTR) return 0;
         if (errno != EBADF) return -errno;
@@ -3253,6 +3312,9 @@ static void evl__switch_in(evl_loop *loop, evl_task *t) {
     __tsan_switch_to_fiber(t->tsan_fiber, 0);
 #endif
     evl__ctx_switch(&loop->ctx, &t->ctx);
+#ifdef EVL__TSAN
+    evl__tsan_signals_release(&loop->tsan_sigmask); /* held by evl__switch_out */
+#endif
 #ifdef EVL__ASAN
     __sanitizer_finish_switch_fiber(fake, NULL, NULL);
 #endif
@@ -3268,6 +3330,9 @@ static void evl__switch_out(evl_loop *loop, evl_task *t, int final) {
     (void)final;
 #endif
 #ifdef EVL__TSAN
+    /* Held until the loop's fiber runs again, so no signal is queued on this one, which may
+       never run again; the hold itself runs what was queued on it so far. */
+    evl__tsan_signals_hold(&loop->tsan_sigmask);
     __tsan_switch_to_fiber(loop->tsan_loop_fiber, 0);
 #endif
     evl__ctx_switch(&t->ctx, &loop->ctx);
@@ -3275,6 +3340,26 @@ static void evl__switch_out(evl_loop *loop, evl_task *t, int final) {
     __sanitizer_finish_switch_fiber(fake, &loop->asan_stack_bottom, &loop->asan_stack_size);
 #endif
 }
+
+#ifdef EVL__TSAN
+/* TSan makes a fiber current while it sets it up and while it tears it down: a signal that
+   arrived then would be queued on it, and lost with it. */
+static void *evl__tsan_fiber_new(void) {
+    sigset_t old;
+    void *fiber;
+    evl__tsan_signals_hold(&old);
+    fiber = __tsan_create_fiber(0);
+    evl__tsan_signals_release(&old);
+    return fiber;
+}
+
+static void evl__tsan_fiber_free(void *fiber) {
+    sigset_t old;
+    evl__tsan_signals_hold(&old);
+    __tsan_destroy_fiber(fiber);
+    evl__tsan_signals_release(&old);
+}
+#endif
 
 /* ---- wait lists ---- */
 static void evl__waitq_push(evl__waitq *q, evl_task *t) {
@@ -3424,7 +3509,7 @@ static void evl__report(evl_loop *loop, const char *message, int error, evl_task
 static void evl__task_finish(evl_loop *loop, evl_task *t) {
     if (t->stack.base) evl__stack_put(loop, &t->stack);
 #ifdef EVL__TSAN
-    __tsan_destroy_fiber(t->tsan_fiber);
+    evl__tsan_fiber_free(t->tsan_fiber);
 #endif
     loop->tasks_alive--;
     loop->ring_reserved--;
@@ -3509,7 +3594,7 @@ int evl_task_spawn_at(evl_loop *loop, evl_task **out, evl_task_fn fn, void *arg,
     (evl_timer_init)(&t->sleep_timer, evl__task_timer_cb, t);
     (evl_timer_init)(&t->deadline_timer, evl__task_deadline_cb, t);
 #ifdef EVL__TSAN
-    t->tsan_fiber = __tsan_create_fiber(0);
+    t->tsan_fiber = evl__tsan_fiber_new();
 #endif
     t->next = loop->tasks;
     t->prev = NULL;
@@ -4317,7 +4402,7 @@ static void evl__tasks_free(evl_loop *loop) {
         evl_io_stop(loop, &t->io);
         if (t->stack.base) evl__stack_put(loop, &t->stack);
 #ifdef EVL__TSAN
-        if (t->state != EVL__T_DONE) __tsan_destroy_fiber(t->tsan_fiber);
+        if (t->state != EVL__T_DONE) evl__tsan_fiber_free(t->tsan_fiber);
 #endif
         evl__task_release(loop, t);
     }
