@@ -157,6 +157,35 @@ static inline void check_watchdog(unsigned seconds) {
     alarm((unsigned)(seconds * check_time_scale()));
 }
 
+/* What a loop's exception handler saw: install check_exc_record with a check_exc_log as its
+   ud. The first CHECK_EXC_MAX reports are kept; `calls` counts them all. */
+#define CHECK_EXC_MAX 8
+typedef struct check_exc_log {
+    int calls;
+    int error[CHECK_EXC_MAX];
+    char message[CHECK_EXC_MAX][160];
+    char task[CHECK_EXC_MAX][32];
+} check_exc_log;
+
+static inline void check_exc_record(evl_loop *loop, const evl_exception *e, void *ud) {
+    check_exc_log *x = (check_exc_log *)ud;
+    (void)loop;
+    if (x->calls < CHECK_EXC_MAX) {
+        x->error[x->calls] = e->error;
+        snprintf(x->message[x->calls], sizeof x->message[0], "%s", e->message ? e->message : "");
+        snprintf(x->task[x->calls], sizeof x->task[0], "%s", e->task_name ? e->task_name : "");
+    }
+    x->calls++;
+}
+
+/* How many kept reports contain `needle` in their message (and come from `task`, if given). */
+static inline int check_exc_find(const check_exc_log *x, const char *needle, const char *task) {
+    int i, found = 0;
+    for (i = 0; i < x->calls && i < CHECK_EXC_MAX; i++)
+        if (strstr(x->message[i], needle) && (!task || strcmp(x->task[i], task) == 0)) found++;
+    return found;
+}
+
 /* A loop on the backend the harness chose through EVLOOP_BACKEND. */
 static inline evl_loop *check_loop_new(void) {
     evl_loop *loop = NULL;

@@ -35,33 +35,6 @@ static void atomic_set(int *p, int v) {
     __atomic_store_n(p, v, __ATOMIC_SEQ_CST);
 }
 
-/* What the exception handler saw. */
-#define EXC_MAX 8
-typedef struct exc_log {
-    int calls;
-    int error[EXC_MAX];
-    char message[EXC_MAX][160];
-    char task[EXC_MAX][32];
-} exc_log;
-
-static void exc_record(evl_loop *loop, const evl_exception *e, void *ud) {
-    exc_log *x = (exc_log *)ud;
-    (void)loop;
-    if (x->calls < EXC_MAX) {
-        x->error[x->calls] = e->error;
-        snprintf(x->message[x->calls], sizeof x->message[0], "%s", e->message ? e->message : "");
-        snprintf(x->task[x->calls], sizeof x->task[0], "%s", e->task_name ? e->task_name : "");
-    }
-    x->calls++;
-}
-
-static int exc_find(const exc_log *x, const char *needle, const char *task) {
-    int i, found = 0;
-    for (i = 0; i < x->calls && i < EXC_MAX; i++)
-        if (strstr(x->message[i], needle) && (!task || strcmp(x->task[i], task) == 0)) found++;
-    return found;
-}
-
 static evl_loop *loop_with_grace(evl_time grace) {
     evl_config cfg;
     evl_loop *loop = NULL;
@@ -202,12 +175,12 @@ static void loop_close_keeps_a_stack_its_job_writes_to(void) {
     evl_loop *loop = loop_with_grace(EVL_MSEC(50));
     evl_task_opts opts = {"lender", 0};
     int base = check_thread_base(), i;
-    exc_log x;
+    check_exc_log x;
     evl_time t0, took;
     check_watchdog(20);
     memset(&x, 0, sizeof x);
     memset(&lc, 0, sizeof lc);
-    evl_set_exception_handler(loop, exc_record, &x);
+    evl_set_exception_handler(loop, check_exc_record, &x);
     CHECK_OK(evl_task_spawn(loop, NULL, lc_task, NULL, &opts));
     for (i = 0; i < 2000 && !atomic_get(&lc.job.started); i++) evl_run_once(loop, EVL_MSEC(1));
     CHECK(atomic_get(&lc.job.started)); /* running, not queued: a queued job is just dropped */
@@ -217,8 +190,8 @@ static void loop_close_keeps_a_stack_its_job_writes_to(void) {
     CHECK(took >= EVL_MSEC(45));
     CHECK(took < check_scaled(EVL_MSEC(250)));
     CHECK_EQ(atomic_get(&lc.job.wrote), 0); /* close returned before the job's write */
-    CHECK_EQ(exc_find(&x, "abandoned by evl_loop_close while its executor job", "lender"), 1);
-    CHECK_EQ(exc_find(&x, "executor job(s) still running", NULL), 1);
+    CHECK_EQ(check_exc_find(&x, "abandoned by evl_loop_close while its executor job", "lender"), 1);
+    CHECK_EQ(check_exc_find(&x, "executor job(s) still running", NULL), 1);
     for (i = 0; i < 5000 && !atomic_get(&lc.job.wrote); i++) sleep_ms(1);
     CHECK_EQ(atomic_get(&lc.job.wrote), 1);
     CHECK_EQ(atomic_get(&lc.job.saw_cancel), 1);
@@ -291,11 +264,11 @@ static void shutdown_past_deadline_asks_the_job_to_stop(void) {
     evl_loop *loop = check_loop_new();
     evl_executor *ex;
     evl_future *f;
-    exc_log x;
+    check_exc_log x;
     int saw = -1, i;
     check_watchdog(20);
     memset(&x, 0, sizeof x);
-    evl_set_exception_handler(loop, exc_record, &x);
+    evl_set_exception_handler(loop, check_exc_record, &x);
     CHECK_OK(evl_executor_new(loop, &ex, 1, 0));
     CHECK_OK(evl_executor_submit_on(loop, ex, until_cancelled_job, &saw, &f));
     sleep_ms(10);
@@ -544,18 +517,18 @@ static void close_reports_abandoned_task_without_debug(void) {
     evl_config cfg;
     evl_loop *loop;
     evl_task_opts opts = {"immortal", 0};
-    exc_log x;
+    check_exc_log x;
     check_watchdog(20);
     memset(&x, 0, sizeof x);
     evl_config_init(&cfg);
     cfg.debug = EVL_DEBUG_OFF;
     CHECK_OK(evl_loop_new(&loop, &cfg));
-    evl_set_exception_handler(loop, exc_record, &x);
+    evl_set_exception_handler(loop, check_exc_record, &x);
     CHECK_OK(evl_task_spawn(loop, NULL, shielded_forever, NULL, &opts));
     CHECK_EQ(evl_run_once(loop, 0), 1);
     CHECK_OK(evl_loop_close(loop));
     CHECK_EQ(x.calls, 1);
-    CHECK_EQ(exc_find(&x, "abandoned", "immortal"), 1);
+    CHECK_EQ(check_exc_find(&x, "abandoned", "immortal"), 1);
     CHECK_EQ(x.error[0], -ETIMEDOUT);
 }
 

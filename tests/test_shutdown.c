@@ -54,26 +54,6 @@ static evl_time clock_ns(void) {
     return (evl_time)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-/* What the exception handler saw. */
-#define EXC_MAX 8
-typedef struct exc_log {
-    int calls;
-    int error[EXC_MAX];
-    char message[EXC_MAX][128];
-    char task[EXC_MAX][32];
-} exc_log;
-
-static void exc_record(evl_loop *loop, const evl_exception *e, void *ud) {
-    exc_log *x = (exc_log *)ud;
-    (void)loop;
-    if (x->calls < EXC_MAX) {
-        x->error[x->calls] = e->error;
-        snprintf(x->message[x->calls], sizeof x->message[0], "%s", e->message ? e->message : "");
-        snprintf(x->task[x->calls], sizeof x->task[0], "%s", e->task_name ? e->task_name : "");
-    }
-    x->calls++;
-}
-
 /* Events in the order they happened. */
 static struct {
     int seq;
@@ -277,14 +257,14 @@ static void shutdown_names_a_task_that_ignores_cancellation(void) {
     evl_loop *loop;
     evl_task *stubborn, *polite;
     evl_task_opts opts = {"stubborn", 0};
-    exc_log x;
+    check_exc_log x;
     evl_time took;
     int result = 1;
     watchdog();
     loop = check_loop_new();
     memset(&sb, 0, sizeof sb);
     memset(&x, 0, sizeof x);
-    evl_set_exception_handler(loop, exc_record, &x);
+    evl_set_exception_handler(loop, check_exc_record, &x);
     CHECK_OK(evl_task_spawn(loop, &stubborn, sb_stubborn, NULL, &opts));
     CHECK_OK(evl_task_spawn(loop, &polite, sb_polite, NULL, NULL));
     CHECK_OK(evl_on_close(loop, sb_close, NULL));
@@ -431,7 +411,7 @@ static void sx_trigger(evl_loop *loop, void *arg) {
    reports it, and leaves its stack to the job, which frees it when it ends. */
 static void shutdown_with_stuck_executor_job_is_bounded(void) {
     evl_loop *loop;
-    exc_log x;
+    check_exc_log x;
     evl_time took;
     int base, i, found = 0;
     watchdog();
@@ -442,7 +422,7 @@ static void shutdown_with_stuck_executor_job_is_bounded(void) {
     CHECK_OK(pthread_mutex_init(&sx.g.m, NULL));
     CHECK_OK(pthread_cond_init(&sx.g.c, NULL));
     sx.rc = 1;
-    evl_set_exception_handler(loop, exc_record, &x);
+    evl_set_exception_handler(loop, check_exc_record, &x);
     CHECK_OK(evl_task_spawn(loop, NULL, sx_task, NULL, NULL));
     evl_timer_init(&sx.trigger, sx_trigger, NULL);
     CHECK_OK(evl_timer_start(loop, &sx.trigger, EVL_MSEC(5), 0));
@@ -451,12 +431,12 @@ static void shutdown_with_stuck_executor_job_is_bounded(void) {
     CHECK_EQ(sx.rc, 1); /* still waiting for its job */
     CHECK(took >= EVL_MSEC(190));
     CHECK(took <= check_scaled(EVL_MSEC(700)));
-    for (i = 0; i < x.calls && i < EXC_MAX; i++)
+    for (i = 0; i < x.calls && i < CHECK_EXC_MAX; i++)
         if (x.error[i] == -ETIMEDOUT && strstr(x.message[i], "executor job(s) still running")) found++;
     CHECK_EQ(found, 1);
     CHECK_OK(evl_loop_close(loop));
     CHECK_EQ(sx.rc, 1); /* abandoned, never resumed */
-    for (i = found = 0; i < x.calls && i < EXC_MAX; i++)
+    for (i = found = 0; i < x.calls && i < CHECK_EXC_MAX; i++)
         if (strstr(x.message[i], "abandoned by evl_loop_close while its executor job")) found++;
     CHECK_EQ(found, 1);
     pthread_mutex_lock(&sx.g.m);
@@ -517,9 +497,9 @@ static void shutdown_with_spent_grace_and_idle_workers(void) {
     CHECK_OK(pthread_cond_init(&si.c, NULL));
     for (round = 0; round < check_rounds(SI_ROUNDS, SI_ROUNDS_SLOW); round++) {
         evl_loop *loop = grace_loop_new(0, SI_THREADS, fence_alloc);
-        exc_log x;
+        check_exc_log x;
         memset(&x, 0, sizeof x);
-        evl_set_exception_handler(loop, exc_record, &x);
+        evl_set_exception_handler(loop, check_exc_record, &x);
         si.arrived = 0;
         CHECK_OK(evl_task_spawn(loop, NULL, si_main, NULL, NULL));
         CHECK_OK(evl_run(loop));
@@ -612,7 +592,7 @@ static void evl_main_signal_is_a_clean_shutdown(void) {
     CHECK(disposition(SIGINT) == int_before);
 }
 
-static exc_log main_exc;
+static check_exc_log main_exc;
 static int main_release;
 
 static int stubborn_forever(evl_loop *loop, void *arg) {
@@ -626,7 +606,7 @@ static int stubborn_forever(evl_loop *loop, void *arg) {
 static int main_with_stubborn(evl_loop *loop, void *arg) {
     evl_task_opts opts = {"stubborn-worker", 0};
     (void)arg;
-    evl_set_exception_handler(loop, exc_record, &main_exc);
+    evl_set_exception_handler(loop, check_exc_record, &main_exc);
     CHECK_OK(evl_task_spawn(loop, NULL, stubborn_forever, NULL, &opts));
     CHECK_OK(evl_sleep(loop, EVL_MSEC(5)));
     return 0;
