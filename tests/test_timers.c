@@ -193,13 +193,17 @@ typedef struct slow_ctx {
     tinfo *next;
     int update;
     evl_time entry_now;
+    evl_time update_clock; /* our clock read right before evl_now_update */
 } slow_ctx;
 
 static void slow_then_start_cb(evl_loop *loop, void *arg) {
     slow_ctx *c = (slow_ctx *)arg;
     c->entry_now = evl_now(loop);
     busy_wait_ns(EVL_MSEC(30));
-    if (c->update) evl_now_update(loop);
+    if (c->update) {
+        c->update_clock = clock_ns();
+        evl_now_update(loop);
+    }
     tstart(loop, c->next, EVL_MSEC(20));
 }
 
@@ -224,12 +228,14 @@ static void timer_started_from_slow_callback(void) {
         CHECK(t.fire_clock >= t.start_now + t.delay);
         CHECK(t.start_now >= c.entry_now);
         if (update) {
-            /* After evl_now_update the delay counts from the moment of the start. */
+            /* After evl_now_update the delay counts from the moment of the update (the manual:
+               from the cached time), which our clock read just before; the start itself may
+               come later (28 us later under Valgrind once, which failed a bound from it). */
             CHECK(t.start_now >= c.entry_now + EVL_MSEC(30));
-            if (t.fire_clock < t.start_clock + t.delay)
-                fprintf(stderr, "timer of 20 ms fired %.3f ms after evl_timer_start\n",
-                        (double)(t.fire_clock - t.start_clock) / 1e6);
-            CHECK(t.fire_clock >= t.start_clock + t.delay);
+            if (t.fire_clock < c.update_clock + t.delay)
+                fprintf(stderr, "timer of 20 ms fired %.3f ms after evl_now_update\n",
+                        (double)(t.fire_clock - c.update_clock) / 1e6);
+            CHECK(t.fire_clock >= c.update_clock + t.delay);
         }
     }
     CHECK_OK(evl_loop_close(loop));
