@@ -700,6 +700,10 @@ EVL_API int evl_io_start(evl_loop *loop, evl_io *w, int events);
 EVL_API int evl_io_stop(evl_loop *loop, evl_io *w);
 /* 1 if w is started. Loop thread only. */
 EVL_API int evl_io_active(const evl_io *w);
+/* Closes fd the safe way: every task waiting on it (in any task I/O call) wakes with -EBADF at
+   once and its I/O watchers stop, then close(2); returns close's result. A plain close(2) of
+   an fd a task waits on is a bug (on epoll the task would sleep forever). Loop thread only. */
+EVL_API int evl_close(evl_loop *loop, int fd);
 
 /* ---- error boundary, debug mode, observability ---- */
 /* What went wrong, handed to the exception handler. `task` is NULL when no task is involved;
@@ -890,12 +894,6 @@ EVL_API void evl_queue_free(evl_loop *loop, evl_queue *q);
    cancellation and deadline. Task only; outside a task they return -EPERM. */
 /* Waits until fd is ready for events; returns the ready events. */
 EVL_API int evl_wait_io(evl_loop *loop, int fd, int events);
-#endif /* EVL_NO_TASKS */
-/* Closes fd the safe way: every task waiting on it (in any task I/O call) wakes with -EBADF
-   at once, its I/O watchers stop, then close(2); returns close's result. A plain close(2) of
-   an fd a task waits on is a bug (on epoll the task would sleep forever). Loop thread only. */
-EVL_API int evl_close(evl_loop *loop, int fd);
-#ifndef EVL_NO_TASKS
 /* read(2) that waits for data; 0 at end of file. */
 EVL_API ssize_t evl_read(evl_loop *loop, int fd, void *buf, size_t len);
 /* write(2) that waits for room; returns what one write took (1 to len bytes), so a caller that
