@@ -220,10 +220,10 @@
    cancels the tasks still alive and gives them a few non-blocking iterations to finish, waits
    (up to evl_config.shutdown_grace, or what is left of a shutdown's) for the executor jobs
    that tasks still wait on (a new job is refused meanwhile, -ESHUTDOWN), shuts the executors
-   down, and frees everything the loop allocated. A task still running after that is abandoned, and the exception handler hears
-   of it by name in every mode: its cleanup never runs, its stack is freed, unless an executor
-   job it waits on still runs, in which case the job keeps the stack and frees it when it
-   returns.
+   down, and frees everything the loop allocated. A task still running after that is
+   abandoned, and the exception handler hears of it by name in every mode: its cleanup never
+   runs, its stack is freed, unless an executor job it waits on still runs, in which case the
+   job keeps the stack and frees it when it returns.
 
    Tasks. A task is a function that runs on its own stack and can suspend in the middle, so a
    server is written as plain sequential code:
@@ -3453,7 +3453,8 @@ static int evl__task_suspend(evl_loop *loop, evl_task *t, evl__waitq *q) {
 }
 
 /* Suspends t until it is woken, with neither cancellation nor any deadline able to cut the
-   wait short: for what the task has lent out and must get back (a running executor job, the children of a group it waits for). */
+   wait short: for what the task must see end (a running executor job it lent its stack to,
+   the children of a group it waits for). */
 static void evl__task_suspend_uninterruptible(evl_loop *loop, evl_task *t, evl__waitq *q) {
     evl_time saved = t->shield_deadline;
     t->shield++;
@@ -5460,6 +5461,12 @@ static void evl__executor_unlink(evl_executor **list, evl_executor *ex) {
     *list = ex->next;
 }
 
+/* A shut pool leaves the loop's list (and stops being its default: a new one starts on use). */
+static void evl__executor_unlist(evl_loop *loop, evl_executor *ex) {
+    evl__executor_unlink(&loop->executors, ex);
+    if (loop->default_executor == ex) loop->default_executor = NULL;
+}
+
 /* Hands the completed jobs to their futures and tasks, then wakes tasks waiting for room. An
    abandoned pool whose last job came back and whose threads are gone is freed. */
 static void evl__executor_drain(evl_loop *loop, evl_executor *ex) {
@@ -5634,8 +5641,7 @@ static void evl__executor_abandon(evl_loop *loop, evl_executor *ex, int stuck) {
         loop->jobs_in_flight--;
     }
     ex->abandoned = 1;
-    evl__executor_unlink(&loop->executors, ex);
-    if (loop->default_executor == ex) loop->default_executor = NULL;
+    evl__executor_unlist(loop, ex);
     ex->next = loop->executors_abandoned;
     loop->executors_abandoned = ex;
 }
@@ -5669,8 +5675,7 @@ int evl_executor_shutdown(evl_loop *loop, evl_executor *ex, evl_time timeout) {
         return -ETIMEDOUT;
     }
     evl__executor_drain(loop, ex);
-    evl__executor_unlink(&loop->executors, ex);
-    if (loop->default_executor == ex) loop->default_executor = NULL;
+    evl__executor_unlist(loop, ex);
     evl__executor_destroy(ex);
     return 0;
 }
