@@ -36,7 +36,10 @@ SETTINGS = {
                     "not_wrapped": {
                         "tasks_past_map_limit_fail_cleanly":
                             "Valgrind tracks at most a few thousand memory segments "
-                            "(VG_N_SEGMENTS) and exits long before vm.max_map_count"}},
+                            "(VG_N_SEGMENTS) and exits long before vm.max_map_count",
+                        "tasks_past_address_limit_fail_cleanly":
+                            "Valgrind keeps its own view of the address space and its "
+                            "own allocations fail under a lowered RLIMIT_AS"}},
     # overflow_child kills its process by SIGSEGV on purpose: test_tasks.StackOverflow.
     "test_tasks": {"home": "test_tasks", "cls": "TaskCases", "exclude": ("overflow_child",)},
     # The children whose output is checked: test_debug.EnvironmentDebug and
