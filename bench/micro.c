@@ -7,8 +7,10 @@
                                   var EVL_BENCH_SCALE divides the sizes
           micro WORKLOAD N        one run of one workload at size N, printed as
                                   "RESULT <name> <value>" lines (what bench/run.py reads);
-                                  WORKLOAD is dispatch, timers, switch, handoff, spawn, tspost
-                                  or mem_tasks (the executor row is executor_evloop.c) */
+                                  WORKLOAD is dispatch, timers, switch, handoff, spawn, tspost,
+                                  mem_tasks, task_scale (N sleeping tasks at once, default
+                                  evl_config) or task_burst (N tasks spawned in one burst, then
+                                  joined); the executor row is executor_evloop.c */
 #define EVLOOP_IMPLEMENTATION
 #include "evloop.h"
 #include <pthread.h>
@@ -243,6 +245,153 @@ static double bench_mem_tasks(long n, long *spawned) {
     return *spawned ? (double)(after - before) * 1024.0 / (double)*spawned : -1;
 }
 
+/* ---- 10a. sleeping tasks at scale: N joinable tasks asleep at once, default evl_config ---- */
+static long count_maps(void) {
+    char line[512];
+    long n = 0;
+    FILE *f = fopen("/proc/self/maps", "r");
+    if (!f) return -1;
+    while (fgets(line, sizeof line, f))
+        if (strchr(line, '\n')) n++;
+    fclose(f);
+    return n;
+}
+
+static long peak_rss_kib(void) {
+    char line[256];
+    long kib = -1;
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) return -1;
+    while (fgets(line, sizeof line, f))
+        if (strncmp(line, "VmHWM:", 6) == 0) kib = strtol(line + 6, NULL, 10);
+    fclose(f);
+    return kib;
+}
+
+static long scale_asleep, scale_woken;
+static int scale_sleeper(evl_loop *loop, void *arg) {
+    int r;
+    (void)arg;
+    scale_asleep++;
+    r = evl_sleep(loop, EVL_SEC(3600));
+    scale_woken++;
+    return r == -ECANCELED ? 0 : r == 0 ? 1 : r;
+}
+
+/* Spawn time: from the first evl_task_spawn until every task has run up to its evl_sleep.
+   RSS per task: VmRSS once they all sleep minus VmRSS after evl_loop_new, over N (the handle
+   array is allocated and touched before). Free time: evl_task_cancel on each, the loop run
+   until all have returned, evl_task_join on each, evl_loop_close. Guards as the default
+   evl_config has them (on). */
+static int bench_task_scale(long n) {
+    evl_loop *loop;
+    evl_task **t = (evl_task **)malloc((size_t)n * sizeof *t);
+    long i, spawned, rss0, rss1, rss2, maps0, maps1, bad = 0;
+    double t0, t_calls, t_spawn, t1, t_cancel, t_run, t_join, t_free;
+    int err = 0, r;
+    if (!t) return 1;
+    memset(t, 0, (size_t)n * sizeof *t);
+    if ((err = evl_loop_new(&loop, NULL)) < 0) {
+        fprintf(stderr, "micro: evl_loop_new: %s\n", evl_strerror(err));
+        return 1;
+    }
+    rss0 = rss_kib();
+    maps0 = count_maps();
+    t0 = now_ns();
+    for (i = 0; i < n; i++)
+        if ((err = evl_task_spawn(loop, &t[i], scale_sleeper, NULL, NULL)) < 0) break;
+    spawned = i;
+    t_calls = now_ns() - t0;
+    while (scale_asleep < spawned) evl_run_once(loop, 0);
+    t_spawn = now_ns() - t0;
+    rss1 = rss_kib();
+    maps1 = count_maps();
+    t1 = now_ns();
+    for (i = 0; i < spawned; i++) evl_task_cancel(loop, t[i]);
+    t_cancel = now_ns() - t1;
+    while (scale_woken < spawned) evl_run_once(loop, 0);
+    t_run = now_ns() - t1;
+    for (i = 0; i < spawned; i++)
+        if (evl_task_join(loop, t[i], &r) < 0 || r != 0) bad++;
+    t_join = now_ns() - t1;
+    evl_loop_close(loop);
+    t_free = now_ns() - t1;
+    rss2 = rss_kib();
+    printf("RESULT scale_spawn %.4f\nRESULT scale_rss %.1f\nRESULT scale_maps %ld\n"
+           "RESULT scale_free %.4f\n", t_spawn / 1e9,
+           spawned ? (double)(rss1 - rss0) * 1024.0 / (double)spawned : -1.0, maps1,
+           t_free / 1e9);
+    printf("INFO tasks %ld\nINFO spawn_calls_s %.4f\nINFO maps_before %ld\nINFO cancel_s %.4f\n"
+           "INFO cancel_run_s %.4f\nINFO cancel_run_join_s %.4f\nINFO rss_before_kib %ld\n"
+           "INFO rss_peak_kib %ld\nINFO rss_after_close_kib %ld\nINFO hwm_kib %ld\n",
+           spawned, t_calls / 1e9, maps0, t_cancel / 1e9, t_run / 1e9, t_join / 1e9, rss0, rss1,
+           rss2, peak_rss_kib());
+    free(t);
+    if (spawned < n) {
+        fprintf(stderr, "micro: task_scale: spawn %ld of %ld failed: %s\n", spawned + 1, n,
+                evl_strerror(err));
+        return 1;
+    }
+    if (bad) {
+        fprintf(stderr, "micro: task_scale: %ld tasks did not end as cancelled\n", bad);
+        return 1;
+    }
+    return 0;
+}
+
+/* ---- 10b. a burst: N joinable tasks spawned at once from a task, then joined in order ---- */
+typedef struct burst {
+    long n, bad;
+    evl_task **t;
+    double spawn_ns, total_ns;
+    int err;
+} burst;
+
+static int burst_main(evl_loop *loop, void *arg) {
+    burst *b = (burst *)arg;
+    long i, spawned;
+    int r;
+    double t0 = now_ns();
+    for (i = 0; i < b->n; i++)
+        if ((b->err = evl_task_spawn(loop, &b->t[i], short_task, (void *)(intptr_t)1, NULL)) < 0)
+            break;
+    spawned = i;
+    b->spawn_ns = now_ns() - t0;
+    for (i = 0; i < spawned; i++)
+        if (evl_task_join(loop, b->t[i], &r) < 0 || r != 1) b->bad++;
+    b->total_ns = now_ns() - t0;
+    b->n = spawned;
+    return 0;
+}
+
+static int bench_task_burst(long n) {
+    evl_loop *loop;
+    burst b;
+    long want = n;
+    memset(&b, 0, sizeof b);
+    b.n = n;
+    b.t = (evl_task **)malloc((size_t)n * sizeof *b.t);
+    if (!b.t || evl_loop_new(&loop, NULL) < 0) return 1;
+    memset(b.t, 0, (size_t)n * sizeof *b.t);
+    evl_task_spawn(loop, NULL, burst_main, &b, NULL);
+    evl_run(loop);
+    evl_loop_close(loop);
+    free(b.t);
+    printf("RESULT task_burst %.4f\nINFO tasks %ld\nINFO spawn_s %.4f\nINFO join_s %.4f\n"
+           "INFO hwm_kib %ld\n", b.total_ns / 1e9, b.n, b.spawn_ns / 1e9,
+           (b.total_ns - b.spawn_ns) / 1e9, peak_rss_kib());
+    if (b.n < want) {
+        fprintf(stderr, "micro: task_burst: spawn %ld of %ld failed: %s\n", b.n + 1, want,
+                evl_strerror(b.err));
+        return 1;
+    }
+    if (b.bad) {
+        fprintf(stderr, "micro: task_burst: %ld joins failed\n", b.bad);
+        return 1;
+    }
+    return 0;
+}
+
 /* One workload, one run: what bench/run.py calls, interleaved with the other systems. */
 static int run_one(const char *w, long n) {
     if (strcmp(w, "dispatch") == 0) {
@@ -264,6 +413,10 @@ static int run_one(const char *w, long n) {
         double b = bench_mem_tasks(n, &spawned);
         printf("RESULT mem_tasks %.1f\nINFO tasks %ld\n", b, spawned);
         if (spawned < n) return 1;
+    } else if (strcmp(w, "task_scale") == 0) {
+        return bench_task_scale(n);
+    } else if (strcmp(w, "task_burst") == 0) {
+        return bench_task_burst(n);
     } else {
         fprintf(stderr, "micro: unknown workload '%s'\n", w);
         return 2;

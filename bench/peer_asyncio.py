@@ -3,6 +3,9 @@ workload). The same code runs on both loops: --uvloop installs uvloop's loop, no
 changes.
 
 Usage: python3 peer_asyncio.py [--uvloop] WORKLOAD N   prints "RESULT <name> <value>" lines
+                                                      (WORKLOAD: dispatch, handoff, spawn,
+                                                      tspost, executor, mem_tasks, task_scale,
+                                                      task_burst)
        python3 peer_asyncio.py [--uvloop] echo PORT    TCP echo server (asyncio.Protocol) on
                                                       127.0.0.1; prints "listening on PORT"
 """
@@ -166,6 +169,85 @@ def bench_mem_tasks(loop, n):
     return loop.run_until_complete(main())
 
 
+# ---- 10a. sleeping tasks at scale: n tasks asleep at once, then cancelled and gathered ----
+def count_maps():
+    with open("/proc/self/maps") as f:
+        return sum(1 for _ in f)
+
+
+def bench_task_scale(loop, n):
+    """The asyncio side of micro.c's task_scale: spawn until every task sleeps, RSS per task,
+    mappings at the peak, and cancel + gather + loop close. The list of tasks is allocated
+    before the first RSS reading (like evloop's handle array)."""
+    asleep = 0
+
+    async def sleeper():
+        nonlocal asleep
+        asleep += 1
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            return 0
+        return 1
+
+    tasks = [None] * n
+    out = {}
+
+    async def main():
+        await asyncio.sleep(0)
+        rss0, maps0 = rss_bytes(), count_maps()
+        t0 = time.perf_counter_ns()
+        for i in range(n):
+            tasks[i] = loop.create_task(sleeper())
+        t_calls = time.perf_counter_ns() - t0
+        while asleep < n:
+            await asyncio.sleep(0)
+        t_spawn = time.perf_counter_ns() - t0
+        rss1, maps1 = rss_bytes(), count_maps()
+        t1 = time.perf_counter_ns()
+        for t in tasks:
+            t.cancel()
+        res = await asyncio.gather(*tasks)
+        out.update(t1=t1, t_spawn=t_spawn, t_calls=t_calls, rss0=rss0, rss1=rss1,
+                   maps0=maps0, maps1=maps1, bad=sum(1 for r in res if r != 0))
+
+    loop.run_until_complete(main())
+    tasks.clear()
+    loop.close()
+    t_free = time.perf_counter_ns() - out["t1"]
+    if out["bad"]:
+        raise RuntimeError("%d tasks did not end as cancelled" % out["bad"])
+    return {"scale_spawn": out["t_spawn"] / 1e9,
+            "scale_rss": (out["rss1"] - out["rss0"]) / n,
+            "scale_maps": out["maps1"],
+            "scale_free": t_free / 1e9}, {"tasks": n, "spawn_calls_s": out["t_calls"] / 1e9,
+                                          "maps_before": out["maps0"]}
+
+
+# ---- 10b. a burst: n tasks created at once from a task, then awaited in order ----
+def bench_task_burst(loop, n):
+    async def short(x):
+        return x
+
+    async def main():
+        tasks = [None] * n
+        t0 = time.perf_counter_ns()
+        for i in range(n):
+            tasks[i] = loop.create_task(short(1))
+        t1 = time.perf_counter_ns()
+        bad = 0
+        for t in tasks:
+            if await t != 1:
+                bad += 1
+        t2 = time.perf_counter_ns()
+        if bad:
+            raise RuntimeError("%d tasks returned the wrong value" % bad)
+        return {"task_burst": (t2 - t0) / 1e9}, {"tasks": n, "spawn_s": (t1 - t0) / 1e9,
+                                                   "join_s": (t2 - t1) / 1e9}
+
+    return loop.run_until_complete(main())
+
+
 # ---- 7. TCP echo server on asyncio.Protocol, with flow control both ways ----
 class Echo(asyncio.Protocol):
     def connection_made(self, transport):
@@ -203,10 +285,23 @@ def main(argv):
         echo_server(loop, n)
         return 0
     benches = {"dispatch": bench_dispatch, "handoff": bench_handoff, "spawn": bench_spawn,
-               "tspost": bench_tspost, "executor": bench_executor, "mem_tasks": bench_mem_tasks}
+               "tspost": bench_tspost, "executor": bench_executor, "mem_tasks": bench_mem_tasks,
+               "task_scale": bench_task_scale, "task_burst": bench_task_burst}
     if work not in benches:
         print("peer_asyncio: unknown workload %r" % work, file=sys.stderr)
         return 2
+    if work in ("task_scale", "task_burst"):
+        # Several results, in seconds or bytes, and some INFO lines; task_scale closes the loop
+        # itself (closing is part of what it times).
+        res, info = benches[work](loop, n)
+        for k, v in res.items():
+            print("RESULT %s %.6g" % (k, v))
+        for k, v in info.items():
+            print("INFO %s %.6g" % (k, v))
+        sys.stdout.flush()
+        if not loop.is_closed():
+            loop.close()
+        return 0
     print("RESULT %s %.3f" % (work, benches[work](loop, n)), flush=True)
     loop.close()
     return 0

@@ -50,10 +50,12 @@ LABEL = dict(SYSTEMS)
 SIZES = {
     "full": dict(dispatch=2000000, timers=500000, switch=10000000, handoff=1000000,
                  spawn=200000, tspost=1000000, executor=100000, echo_seconds=3.0,
-                 echo_warmup=0.5, mem_conns=19000, mem_tasks=100000),
+                 echo_warmup=0.5, mem_conns=19000, mem_tasks=100000, task_scale=1000000,
+                 task_burst=100000),
     "quick": dict(dispatch=200000, timers=100000, switch=2000000, handoff=100000,
                   spawn=20000, tspost=200000, executor=10000, echo_seconds=1.0,
-                  echo_warmup=0.3, mem_conns=2000, mem_tasks=20000),
+                  echo_warmup=0.3, mem_conns=2000, mem_tasks=20000, task_scale=100000,
+                  task_burst=100000),
 }
 
 ECHO_CONFIGS = [(64, 1024), (64, 65536), (1000, 1024), (1000, 65536)]
@@ -274,20 +276,38 @@ def cmd_job(system, cmd, keys, timeout, env=None):
     return Job(system, list(keys.values()), fn)
 
 
+def affinity(pid):
+    """The set of cores pid may run on (None where the call is missing or fails)."""
+    try:
+        return os.sched_getaffinity(pid)
+    except (AttributeError, OSError):
+        return None
+
+
 def echo_job(system, server_cmd, client, conns, size, seconds, warmup, row, timeout):
+    """msg/s (row) and the server's CPU time per message (row + "_cpu", in us): the client,
+    pinned to core 1, reads /proc/PID/task/*/schedstat of the server (pinned to core 0) when
+    its measuring window opens and when it closes, and divides by the round trips it counted
+    in between."""
     def fn():
         p, port = start_server(server_cmd)
         try:
+            aff = affinity(p.pid)
             got, err = run_cmd([client, "load", str(port), str(conns), str(size),
-                                str(seconds), str(warmup), "1"], timeout)
+                                str(seconds), str(warmup), "1", str(p.pid)], timeout)
             if err:
                 raise RuntimeError(err)
             if p.poll() is not None:
                 raise RuntimeError("server exited: %s" % server_stderr())
-            return {row: got[0]["echo"]}, got[1]
+            res, info = got
+            info = dict(info, server_pinned=1.0 if aff == {0} else 0.0)
+            vals = {row: res["echo"]}
+            if "server_cpu" in res:
+                vals[row + "_cpu"] = res["server_cpu"]
+            return vals, info
         finally:
             stop_server(p)
-    return Job(system, [row], fn)
+    return Job(system, [row, row + "_cpu"], fn)
 
 
 def mem_conn_job(system, server_cmd, client, conns, row, timeout):
@@ -342,11 +362,35 @@ ROWS = [
     ("echo_64_64k", "TCP echo, 64 conns, 64 KiB", "msg/s", "higher"),
     ("echo_1000_1k", "TCP echo, 1000 conns, 1 KiB", "msg/s", "higher"),
     ("echo_1000_64k", "TCP echo, 1000 conns, 64 KiB", "msg/s", "higher"),
+    ("echo_64_1k_cpu", "TCP echo, 64 conns, 1 KiB: server CPU", "us/msg", "lower"),
+    ("echo_64_64k_cpu", "TCP echo, 64 conns, 64 KiB: server CPU", "us/msg", "lower"),
+    ("echo_1000_1k_cpu", "TCP echo, 1000 conns, 1 KiB: server CPU", "us/msg", "lower"),
+    ("echo_1000_64k_cpu", "TCP echo, 1000 conns, 64 KiB: server CPU", "us/msg", "lower"),
     ("mem_conn", "memory per idle connection", "bytes", "lower"),
     ("mem_task", "memory per sleeping task", "bytes", "lower"),
+    ("scale_spawn", "N sleeping tasks: spawn until all asleep", "s", "lower"),
+    ("scale_rss", "N sleeping tasks: RSS per task", "bytes", "lower"),
+    ("scale_maps", "N sleeping tasks: kernel mappings at the peak", "mappings", "lower"),
+    ("scale_free", "N sleeping tasks: cancel, join, close", "s", "lower"),
+    ("task_burst", "100 000 joinable tasks: spawn burst + join", "s", "lower"),
     ("debug", "call_soon chain with EVLOOP_DEBUG=1", "ns/op", "lower"),
 ]
 ROW = {r[0]: r for r in ROWS}
+SCALE_ROWS = ["scale_spawn", "scale_rss", "scale_maps", "scale_free"]
+
+
+def row_title(row, sz):
+    """A row's title with the sizes of this run filled in."""
+    title = ROW[row][1]
+    if row in SCALE_ROWS and sz.get("task_scale"):
+        title = title.replace("N ", "%s " % thousands(sz["task_scale"]), 1)
+    elif row == "task_burst" and sz.get("task_burst"):
+        title = title.replace("100 000", thousands(sz["task_burst"]), 1)
+    return title
+
+
+def thousands(n):
+    return "{:,}".format(int(n)).replace(",", " ")
 
 
 def echo_row(conns, size):
@@ -422,6 +466,14 @@ def make_groups(sz, built, py, has_uvloop, timeout):
     add("mem_task", [c("evloop", micro, "mem_tasks", n, {"mem_tasks": "mem_task"})] +
         [cmd_job(s, cmd + ["mem_tasks", str(n)], {"mem_tasks": "mem_task"}, timeout)
          for s, cmd in pys])
+    n = sz["task_scale"]
+    sk = {k: k for k in SCALE_ROWS}
+    add("task_scale", [c("evloop", micro, "task_scale", n, sk)] +
+        [cmd_job(s, cmd + ["task_scale", str(n)], sk, timeout) for s, cmd in pys])
+    n = sz["task_burst"]
+    add("task_burst", [c("evloop", micro, "task_burst", n, {"task_burst": "task_burst"})] +
+        [cmd_job(s, cmd + ["task_burst", str(n)], {"task_burst": "task_burst"}, timeout)
+         for s, cmd in pys])
     return groups
 
 
@@ -435,6 +487,12 @@ def fmt(v, unit):
         return "%.0f k" % (v / 1000) if v >= 10000 else "%.1f k" % (v / 1000)
     if unit == "bytes":
         return "%.0f B" % v if v < 10240 else "%.1f KiB" % (v / 1024)
+    if unit == "us/msg":
+        return "%.2f us" % v if v < 100 else "%.0f us" % v
+    if unit == "s":
+        return "%.3f s" % v if v < 10 else "%.1f s" % v
+    if unit == "mappings":
+        return "%.0f" % v
     if v >= 100000:
         return "%.0f us" % (v / 1000)
     if v >= 10000:
@@ -478,9 +536,19 @@ def target_table(results, sz):
             return None, None
         return (min if better == "lower" else max)(vals)
 
-    def line(workload, ev, peer_txt, target_txt, ok):
-        status = "not measured" if ok is None else ("met" if ok else "**MISSED**")
+    def line(workload, ev, peer_txt, target_txt, ok, status=None):
+        if status is None:
+            status = "not measured" if ok is None else ("met" if ok else "**MISSED**")
         out.append((workload, ev, peer_txt, target_txt, status))
+
+    def each(names, oks):
+        """met / MISSED over several cells, with which ones missed when some did."""
+        if None in oks:
+            return None, None
+        if all(oks):
+            return True, None
+        return False, "**MISSED** (" + ", ".join("%s %s" % (n, "met" if ok else "missed")
+                                                 for n, ok in zip(names, oks)) + ")"
 
     unit = "ns/op"
     e = v("dispatch", "evloop")
@@ -522,18 +590,70 @@ def target_table(results, sz):
     line("echo 64 conns 1 KiB", "%s (tasks %s)" % (fmt(e, "msg/s"), fmt(et, "msg/s")),
          "%s %s" % (LABEL.get(ps, "—"), fmt(pv, "msg/s")) if ps else "—",
          "at least the best C peer", None if e is None or pv is None else e >= pv)
+
+    # Server CPU time per echo message (schedstat; bench/README.md, workload 7).
+    cu = "us/msg"
+    sizes = ((1024, "1 KiB"), (65536, "64 KiB"))
+    for conns in (64, 1000):
+        cells, oks = [], []
+        for size, sname in sizes:
+            r = echo_row(conns, size) + "_cpu"
+            e, et = v(r, "evloop"), v(r, "evloop_tasks")
+            rel = " (%+.1f %%)" % ((et / e - 1) * 100) if e and et is not None else ""
+            cells.append("%s: tasks %s, callbacks %s%s" % (sname, fmt(et, cu), fmt(e, cu), rel))
+            oks.append(None if e is None or et is None else et <= 1.05 * e)
+        ok, st = each([n for _, n in sizes], oks)
+        line("echo server CPU/msg, %d conns: evloop tasks vs callbacks" % conns, "; ".join(cells),
+             "—", "evloop tasks within 5 % of evloop callbacks (server CPU/msg; tasks at most "
+             "1.05x callbacks)", ok, st)
+    cells, pcells, oks, names = [], [], [], []
+    for conns, size in ECHO_CONFIGS:
+        r = echo_row(conns, size) + "_cpu"
+        e, p = v(r, "evloop"), v(r, "libev")
+        name = "%d/%s" % (conns, "1k" if size == 1024 else "64k")
+        names.append(name)
+        cells.append("%s %s" % (name, fmt(e, cu)))
+        pcells.append("%s %s" % (name, fmt(p, cu)))
+        oks.append(None if e is None or p is None else e <= p)
+    ok, st = each(names, oks)
+    line("echo server CPU/msg: evloop callbacks vs libev", "; ".join(cells),
+         "libev " + "; ".join(pcells), "evloop callbacks at or below libev (server CPU/msg)",
+         ok, st)
+
+    # Sleeping tasks at scale (workload 10a): judged at 1 000 000 tasks only.
+    n = sz.get("task_scale", 0)
+    e_rss, e_sp = v("scale_rss", "evloop"), v("scale_spawn", "evloop")
+    e_maps = v("scale_maps", "evloop")
+    pv = [(s_, v("scale_rss", s_), v("scale_spawn", s_)) for s_ in ("asyncio", "uvloop")]
+    peer_txt = "; ".join("%s %s each, %s" % (LABEL[s_], fmt(a, "bytes"), fmt(b, "s"))
+                         for s_, a, b in pv if a is not None) or "—"
+    ok = None if e_rss is None or e_sp is None else (e_rss <= 6144 and e_sp <= 3.0)
+    status = None
+    if ok is not None and n < 1000000:
+        status = "not judged (%s tasks in this run)" % thousands(n)
+    elif ok is False:
+        status = "**MISSED** (RSS %s, spawn %s)" % ("met" if e_rss <= 6144 else "missed",
+                                                    "met" if e_sp <= 3.0 else "missed")
+    line("%s sleeping tasks (default evl_config, guards on)" % (thousands(n) if n else "N"),
+         "%s each, spawned in %s, %s mappings" % (fmt(e_rss, "bytes"), fmt(e_sp, "s"),
+                                                  fmt(e_maps, "mappings")),
+         peer_txt, "1 000 000 sleeping tasks: <= 6 KiB RSS each, spawned in <= 3 s", ok, status)
     return out
 
 
-def print_table(results, rounds):
+def print_table(results, rounds, sz):
     log("")
     log("Medians of %d round%s. evloop/peer: the evloop median over the peer's (for echo, above 1 "
         "means evloop is faster; elsewhere below 1 does)." % (rounds, "" if rounds == 1 else "s"))
     for row, title, unit, better in ROWS:
         by = results.get(row, {})
-        if not by:
+        if row.endswith("_cpu") or not by:
             continue
+        title = row_title(row, sz)
         log("")
+        if row.startswith("echo_"):
+            print_echo_row(results, row, title)
+            continue
         log("%s  [%s, %s is better]" % (title, unit, better))
         ev = evloop_cell(results, row)
         for sid, label in SYSTEMS:
@@ -550,6 +670,34 @@ def print_table(results, rounds):
             log("    %-14s %10s   (%s .. %s)   %s" % (label, fmt(m, unit), fmt(min(vals), unit),
                                                    fmt(max(vals), unit), rtxt))
     log("")
+
+
+def print_echo_row(results, row, title):
+    """msg/s and, beside it, the server's CPU time per message with its ratio to the evloop
+    callback server (the number that separates servers the shared client cannot)."""
+    cpu = row + "_cpu"
+    log("%s  [msg/s, higher is better | server CPU per message, lower is better]" % title)
+    ev, ev_cpu = evloop_cell(results, row), cell_value(results, cpu, "evloop")
+    for sid, label in SYSTEMS:
+        vals = results.get(row, {}).get(sid)
+        if not vals:
+            continue
+        m = med(vals)
+        r = ratio(ev, m) if sid != "evloop" else None
+        left = "%-14s %8s (%s .. %s)%s" % (label, fmt(m, "msg/s"), fmt(min(vals), "msg/s"),
+                                          fmt(max(vals), "msg/s"),
+                                          "  evloop/peer %.3g" % r if r else "")
+        cv = results.get(cpu, {}).get(sid)
+        if cv:
+            c = med(cv)
+            rc = ratio(c, ev_cpu)
+            right = "| CPU %9s/msg (%s .. %s)  %s" % (
+                fmt(c, "us/msg"), fmt(min(cv), "us/msg"), fmt(max(cv), "us/msg"),
+                "(the reference)" if sid == "evloop" else
+                "%.3fx evloop callbacks" % rc if rc else "")
+        else:
+            right = "| CPU —"
+        log("    %-62s %s" % (left, right))
 
 
 def machine_description():
@@ -652,6 +800,7 @@ def write_markdown(path, results, errors, args, sz, meta):
     L.append("|---|---|" + "---|" * len(cols))
     for row, title, unit, better in ROWS:
         by = results.get(row, {})
+        title = row_title(row, sz)
         cells = []
         for s in cols:
             if row == "executor" and s == "evloop" and not by.get(s):
@@ -660,19 +809,21 @@ def write_markdown(path, results, errors, args, sz, meta):
                 cells.append(fmt(med(by.get(s, [])), unit) if by.get(s) else "—")
         L.append("| %s | %s (%s is better) | %s |" % (title, unit, better, " | ".join(cells)))
     L.append("")
+    write_echo_cpu(L, results)
     L.append("## Ratio evloop / peer")
     L.append("")
     L.append("The evloop median divided by the peer's, for the same unit: below 1 means evloop is "
-             "faster for time and memory rows, above 1 means evloop is faster for the echo rows "
-             "(messages per second). For echo and memory, \"evloop\" is the callback server and "
-             "the evloop tasks server has its own column. The debug row divides debug on by "
-             "debug off.")
+             "faster, or uses less CPU or memory, for the time, server CPU, memory and task-scale "
+             "rows; above 1 means evloop is faster for the echo msg/s rows. For echo and memory, "
+             "\"evloop\" is the callback server and the evloop tasks server has its own column. "
+             "The debug row divides debug on by debug off.")
     L.append("")
     peers = [s for s in cols if s != "evloop"]
     L.append("| workload | " + " | ".join(LABEL[s] for s in peers) + " |")
     L.append("|---|" + "---|" * len(peers))
     for row, title, unit, better in ROWS:
         ev = evloop_cell(results, row)
+        title = row_title(row, sz)
         cells = []
         for s in peers:
             if row == "debug":
@@ -693,6 +844,7 @@ def write_markdown(path, results, errors, args, sz, meta):
         by = results.get(row, {})
         if not by:
             continue
+        title = row_title(row, sz)
         cells = ["%s..%s" % (fmt(min(by[s]), unit), fmt(max(by[s]), unit)) if by.get(s) else "—"
                  for s in cols]
         L.append("| %s | %s |" % (title, " | ".join(cells)))
@@ -733,27 +885,66 @@ def write_markdown(path, results, errors, args, sz, meta):
         f.write("\n".join(L))
 
 
+def write_echo_cpu(L, results):
+    """The echo rows again, msg/s beside the server's CPU time per message and its ratio to
+    the evloop callback server (server / evloop callbacks: below 1 is cheaper than evloop)."""
+    rows = [echo_row(c, s) for c, s in ECHO_CONFIGS]
+    servers = [s for s, _ in SYSTEMS if any(results.get(r, {}).get(s) for r in rows)]
+    if not servers:
+        return
+    L.append("## Echo: server CPU per message")
+    L.append("")
+    L.append("The server's time on CPU during the measuring window (sum of the first field of "
+             "`/proc/PID/task/*/schedstat`, read by the client as the window opens and closes; "
+             "server pinned to core 0, client to core 1) divided by the messages the client "
+             "counted in it. Medians over the rounds; in brackets the ratio to the evloop "
+             "callback server (below 1: less CPU per message than evloop callbacks). msg/s is "
+             "repeated for reference: every server faces the same client over the same "
+             "loopback round trip, so msg/s hardly separates the C servers; CPU per message "
+             "does. It counts only time on CPU, so a neighbour competing for core 0 lowers "
+             "msg/s much more than it moves this number (the notes give each process's share "
+             "of the window on CPU and waiting for its core).")
+    L.append("")
+    L.append("| configuration | " + " | ".join(LABEL[s] for s in servers) + " |")
+    L.append("|---|" + "---|" * len(servers))
+    for r in rows:
+        ev = cell_value(results, r + "_cpu", "evloop")
+        cells = []
+        for s in servers:
+            m, c = cell_value(results, r, s), cell_value(results, r + "_cpu", s)
+            rc = ratio(c, ev)
+            cells.append("%s msg/s, %s/msg%s" % (fmt(m, "msg/s"), fmt(c, "us/msg"),
+                                                  " (%.2f)" % rc if rc else ""))
+        L.append("| %s | %s |" % (ROW[r][1].replace("TCP echo, ", ""), " | ".join(cells)))
+    L.append("")
+
+
 PLOT_PANELS = [
     ("time per operation (ns, log scale; lower is better)",
      ["dispatch", "debug", "timer_start", "timer_stop", "timer_fire", "switch", "handoff",
       "spawn", "tspost", "executor"]),
     ("TCP echo (messages/s, log scale; higher is better)",
      ["echo_64_1k", "echo_64_64k", "echo_1000_1k", "echo_1000_64k"]),
-    ("memory (bytes, log scale; lower is better)", ["mem_conn", "mem_task"]),
+    ("echo server CPU per message (us, log scale; lower is better)",
+     ["echo_64_1k_cpu", "echo_64_64k_cpu", "echo_1000_1k_cpu", "echo_1000_64k_cpu"]),
+    ("memory (bytes, log scale; lower is better)", ["mem_conn", "mem_task", "scale_rss"]),
 ]
 SHORT = {"dispatch": "call_soon chain", "debug": "chain, debug on", "timer_start": "timer start",
          "timer_stop": "timer stop", "timer_fire": "timer fire", "switch": "raw switch",
          "handoff": "hand-off q=1", "spawn": "spawn+join", "tspost": "threadsafe post",
          "executor": "executor", "echo_64_1k": "64 conns 1 KiB", "echo_64_64k": "64 conns 64 KiB",
          "echo_1000_1k": "1000 conns 1 KiB", "echo_1000_64k": "1000 conns 64 KiB",
-         "mem_conn": "per idle conn", "mem_task": "per sleeping task"}
+         "mem_conn": "per idle conn", "mem_task": "per sleeping task",
+         "echo_64_1k_cpu": "64 conns 1 KiB", "echo_64_64k_cpu": "64 conns 64 KiB",
+         "echo_1000_1k_cpu": "1000 conns 1 KiB", "echo_1000_64k_cpu": "1000 conns 64 KiB",
+         "scale_rss": "per task, tasks at scale"}
 
 
 def write_plot(png, results, title):
     if not shutil.which("gnuplot"):
         return "gnuplot not found: no plot"
     cols = [s for s, _ in SYSTEMS]
-    script = ["set terminal pngcairo noenhanced size 1500,1500 font 'Sans,10'",
+    script = ["set terminal pngcairo noenhanced size 1500,1900 font 'Sans,10'",
               "set output '%s'" % png,
               "set datafile missing '?'",
               "set style data histogram",
@@ -764,7 +955,7 @@ def write_plot(png, results, title):
               "set grid ytics mytics",
               "set key outside right top vertical",
               "set xtics nomirror",
-              "set multiplot layout 3,1 title '%s'" % title.replace("'", "")]
+              "set multiplot layout %d,1 title '%s'" % (len(PLOT_PANELS), title.replace("'", ""))]
     for i, (ptitle, rows) in enumerate(PLOT_PANELS):
         dat = os.path.join(BUILD, "plot%d.dat" % i)
         present = [r for r in rows if results.get(r)]
@@ -808,7 +999,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=None, help="rounds (default 5; quick 1)")
     ap.add_argument("--only", default="", help="comma-separated workload groups to run "
                     "(dispatch,timers,switch,handoff,spawn,tspost,executor,echo,mem_conn,"
-                    "mem_task)")
+                    "mem_task,task_scale,task_burst; echo is all four echo_* groups)")
     ap.add_argument("--out", default=HERE, help="where results.md and results.png go")
     ap.add_argument("--report-only", action="store_true", help="measure nothing: rewrite "
                     "results.md and results.png from the last run's build/bench/results.json")
@@ -884,12 +1075,14 @@ def main():
                 for row, v in vals.items():
                     results.setdefault(row, {}).setdefault(job.system, []).append(v)
                     tag = " (debug)" if row == "debug" else \
-                        " " + row.split("_")[1] if row.startswith("timer_") else ""
+                        " " + row.split("_")[1] if row.startswith("timer_") else \
+                        " CPU" if row.endswith("_cpu") else \
+                        " " + row[6:] if row.startswith("scale_") else ""
                     line.append("%s%s %s" % (LABEL[job.system], tag, fmt(v, ROW[row][2])))
                 infos.setdefault(gname, {}).setdefault(job.system, []).append(info)
             log("  %-14s %s" % (gname, ", ".join(line)))
 
-    print_table(results, args.rounds)
+    print_table(results, args.rounds, sz)
     for e in errors:
         log("FAILED: " + e)
     for sysname in ("libuv", "libev"):
@@ -899,6 +1092,7 @@ def main():
             notes.append("%s thread-safe post: %d posts ran in a median of %d async callbacks "
                          "(the async handle coalesces; the mutex-protected queue carries the "
                          "posts)" % (sysname, sz["tspost"] // 4 * 4, statistics.median(calls)))
+    notes += info_notes(infos, sz)
     if py:
         notes.append("asyncio and uvloop both ran on %s (the interpreter that has uvloop)" % py_cmd)
     elapsed = time.time() - t_start
@@ -924,6 +1118,81 @@ def report(args):
                                             for v in by.values())
     write_reports(args, results, data["errors"], data["sizes"], data["meta"])
     return 0
+
+
+def info_notes(infos, sz):
+    """Notes from the INFO lines: pinning and CPU shares of the echo runs, and the phases of
+    the task-scale and burst rows."""
+    notes = []
+
+    def mi(vals):
+        return statistics.median(vals) if vals else None
+
+    for conns, size in ECHO_CONFIGS:
+        g = echo_row(conns, size)
+        by = infos.get(g, {})
+        if not by:
+            continue
+        runs = [i for lst in by.values() for i in lst]
+        bad_pin = sum(1 for i in runs if i.get("server_pinned") == 0 or
+                      i.get("client_pinned_to", 1) != 1)
+        thr = sorted({"%s %d->%d" % (LABEL[s_], i["server_threads"], i["server_threads_end"])
+                      for s_, lst in by.items() for i in lst
+                      if "server_threads" in i and i["server_threads"] != i["server_threads_end"]})
+        client = [i["client_busy"] for i in runs if "client_busy" in i]
+        cwait = [i["client_waiting"] for i in runs if "client_waiting" in i]
+
+        def share(s_, key):
+            vals = [i[key] for i in by[s_] if key in i]
+            return "%.0f" % (100 * mi(vals)) if vals else "?"
+        servers = ", ".join("%s %s/%s" % (LABEL[s_], share(s_, "server_busy"),
+                                          share(s_, "server_waiting"))
+                            for s_, _ in SYSTEMS if s_ in by and
+                            any("server_busy" in i for i in by[s_]))
+        if client:
+            notes.append("echo %s: share of the measuring window each process spent on CPU / "
+                         "runnable but waiting for its core (schedstat fields 1 and 2, medians "
+                         "over the runs, %%): client %.0f/%s (on CPU %.0f..%.0f over the runs); "
+                         "servers: %s%s%s" % (
+                             ROW[g][1].replace("TCP echo, ", ""), 100 * mi(client),
+                             "%.0f" % (100 * mi(cwait)) if cwait else "?",
+                             100 * min(client), 100 * max(client), servers,
+                             "; %d run(s) NOT pinned as intended (server core 0, client core 1)"
+                             % bad_pin if bad_pin else "; every server ran pinned to core 0 "
+                             "and the client to core 1",
+                             "; thread count changed during the window (its CPU time may be "
+                             "lost): " + ", ".join(thr) if thr else ""))
+    by = infos.get("task_scale", {})
+    for s_, _ in SYSTEMS:
+        lst = by.get(s_)
+        if not lst:
+            continue
+        keys = ["spawn_calls_s", "cancel_s", "cancel_run_s", "cancel_run_join_s",
+                "rss_after_close_kib", "maps_before"]
+        m = {k: mi([i[k] for i in lst if k in i]) for k in keys}
+        parts = ["the spawn calls alone %.3f s" % m["spawn_calls_s"]] \
+            if m["spawn_calls_s"] is not None else []
+        if m["cancel_s"] is not None:
+            parts.append("of the freeing, the cancel calls %.3f s, until all returned %.3f s, "
+                         "joined %.3f s (the rest is closing the loop)" % (
+                             m["cancel_s"], m["cancel_run_s"], m["cancel_run_join_s"]))
+        if m["rss_after_close_kib"] is not None:
+            parts.append("VmRSS after closing %.0f MiB" % (m["rss_after_close_kib"] / 1024))
+        if m["maps_before"] is not None:
+            parts.append("%.0f mappings before the first spawn" % m["maps_before"])
+        notes.append("%s sleeping tasks, %s (medians): %s" % (thousands(sz["task_scale"]),
+                                                             LABEL[s_], "; ".join(parts)))
+    by = infos.get("task_burst", {})
+    parts = []
+    for s_, _ in SYSTEMS:
+        lst = by.get(s_)
+        if lst and all("spawn_s" in i for i in lst):
+            parts.append("%s spawn %.3f s + join %.3f s" % (
+                LABEL[s_], mi([i["spawn_s"] for i in lst]), mi([i["join_s"] for i in lst])))
+    if parts:
+        notes.append("%s-task burst, the two phases (medians): %s" % (
+            thousands(sz["task_burst"]), "; ".join(parts)))
+    return notes
 
 
 def write_reports(args, results, errors, sz, meta):
