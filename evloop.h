@@ -1329,6 +1329,11 @@ struct evl_task {
     evl_time shield_deadline;  /* the one set inside the open shields (they nest) */
     evl_timer sleep_timer, deadline_timer;
     evl_io io;
+    int drained_fd;            /* fd + 1 that a short evl_read left empty (see evl_read) */
+    int kept_fd;               /* fd + 1 whose registration its last wakeup left in place */
+    evl_task *kept_next, *kept_prev;   /* in the loop's list of unconfirmed kept waits */
+    evl_time kept_since;
+    int kept_linked;
     evl__waitq *wq;            /* the wait list the task is in, if any */
     evl_task *wnext, *wprev;
     evl__waitq joiners;
@@ -1453,6 +1458,8 @@ struct evl_loop {
     evl_task_hook on_spawn, on_finish;
     void *hooks_ud;
     evl_task *current;          /* the task running now; read by the overflow handler */
+    evl_task *kept_head, *kept_tail;   /* waits on kept registrations, oldest first */
+    evl_time kept_clock;        /* when the list was last looked at */
     evl__ctx ctx;               /* the loop's own context while a task runs */
     evl_task *tasks;            /* every task not yet released */
     evl_task *task_free_head, *task_free_tail;
@@ -3758,6 +3765,9 @@ static int evl__task_enter(evl_loop *loop, evl_task **out) {
    if there is one; returns the wake status. Whatever the task waited on is disarmed here. */
 static int evl__task_suspend(evl_loop *loop, evl_task *t, evl__waitq *q) {
     evl_time deadline = evl__task_deadline(t);
+    /* Others run meanwhile: what the task saw of an fd is old news, and the fd may be closed
+       and its number reused. */
+    t->drained_fd = t->kept_fd = 0;
     if (deadline != EVL_FOREVER) {
         evl_time left = deadline - evl_now(loop);
         if (evl_timer_start(loop, &t->deadline_timer, left > 0 ? left : 0, 0) < 0) {
@@ -4533,22 +4543,102 @@ void evl_queue_free(evl_loop *loop, evl_queue *q) {
 }
 
 /* ==== >>task I/O ==== */
+/* Kept registrations. When a task is woken by its fd, the fd's registration stays with the
+   backend, and if the same task waits on the same fd again before it suspends on anything
+   else (read, write back, read again: the common case), the wait costs no system call. Until
+   then only the task's own code runs, so the fd can have been closed and its number reused
+   only by that code, without evl_close (which forgets the registration), and without an EOF,
+   error or evl_accept in between (each of which forgets it too). Even then nothing hangs: a
+   wait on a kept registration that no event has confirmed within EVL__KEPT_CHECK is
+   registered from scratch, and a wakeup followed by EAGAIN (an event of an earlier file
+   under the number) makes the next wait of that call register from scratch, which the
+   backend's stale-event check then catches. The check is generous because a busy server's
+   waits last milliseconds; it costs a kept wait that outlives it the one system call every
+   wait cost before. */
+#define EVL__KEPT_CHECK EVL_MSEC(100)
+
+static void evl__kept_unlink(evl_loop *loop, evl_task *t) {
+    if (!t->kept_linked) return;
+    if (t->kept_prev) t->kept_prev->kept_next = t->kept_next;
+    else loop->kept_head = t->kept_next;
+    if (t->kept_next) t->kept_next->kept_prev = t->kept_prev;
+    else loop->kept_tail = t->kept_prev;
+    t->kept_linked = 0;
+}
+
+static void evl__kept_link(evl_loop *loop, evl_task *t) {
+    /* The list's clock is read at each poll while it is not empty; an empty one's is old. */
+    if (!loop->kept_head) loop->kept_clock = evl__clock_read();
+    t->kept_since = loop->kept_clock;
+    t->kept_next = NULL;
+    t->kept_prev = loop->kept_tail;
+    if (loop->kept_tail) loop->kept_tail->kept_next = t;
+    else loop->kept_head = t;
+    loop->kept_tail = t;
+    t->kept_linked = 1;
+}
+
+/* Before the poll: registers from scratch the kept waits no event has confirmed within
+   EVL__KEPT_CHECK, and returns the poll timeout shortened to the next one due. */
+static evl_time evl__kept_check(evl_loop *loop, evl_time timeout) {
+    evl_time now = evl__clock_read(), left;
+    evl_task *t;
+    loop->kept_clock = now;
+    while ((t = loop->kept_head) != NULL && now - t->kept_since >= EVL__KEPT_CHECK) {
+        evl__fd *s = &loop->fds[t->io.fd];
+        int err = loop->backend->modify(loop, t->io.fd, EVL__REG_UNKNOWN, s->registered);
+        evl__kept_unlink(loop, t);
+        /* Closed under the wait: it would never end, so it ends now, as evl_close ends it. */
+        if (err == -EBADF) evl__task_wake(loop, t, -EBADF, NULL, 0);
+        else if (err < 0) evl__kept_link(loop, t); /* out of memory: try again later */
+    }
+    if (!t) return timeout;
+    left = t->kept_since + EVL__KEPT_CHECK - now;
+    return timeout < 0 || timeout > left ? left : timeout;
+}
+
+/* Waits until fd has one of `events`. `keep`: the wait is task I/O's own, which may use the
+   registration its last wakeup kept (when `keep` is 2) and keeps it when woken by the fd. */
+static int evl__task_wait_fd(evl_loop *loop, evl_task *t, int fd, int events, int keep) {
+    int err, kept = 0;
+    (evl_io_init)(&t->io, fd, evl__task_io_cb, t);
+    if (keep == 2 && t->kept_fd == fd + 1) {
+        evl__fd *s = &loop->fds[fd];
+        if (s->emptied && !s->watchers && !(events & ~s->registered)) {
+            s->emptied = 0;
+            kept = 1;
+        }
+    }
+    err = evl_io_start(loop, &t->io, events);
+    if (err < 0) return err;
+    if (kept) evl__kept_link(loop, t);
+    err = evl__task_suspend(loop, t, NULL);
+    evl__kept_unlink(loop, t);
+    if (keep && err > 0) t->kept_fd = fd + 1;
+    return err;
+}
+
 int evl_wait_io(evl_loop *loop, int fd, int events) {
     evl_task *t;
     int err = evl__task_enter(loop, &t);
     if (err < 0) return err;
-    (evl_io_init)(&t->io, fd, evl__task_io_cb, t);
-    err = evl_io_start(loop, &t->io, events);
-    return err < 0 ? err : evl__task_suspend(loop, t, NULL);
+    return evl__task_wait_fd(loop, t, fd, events, 0);
 }
 
 /* After a non-blocking call failed (errno set): 0 to try again (interrupted, or the fd became
-   ready), else the error to return. */
-static int evl__io_retry(evl_loop *loop, int fd, int events) {
+   ready), else the error to return. `waited` says whether this call has waited already: a
+   wakeup followed by EAGAIN may have been an earlier file's event, so the second wait
+   registers from scratch. An error other than EAGAIN forgets the kept registration, since
+   the fd is likely to be closed next. */
+static int evl__io_retry(evl_loop *loop, evl_task *t, int fd, int events, int *waited) {
     int err;
     if (errno == EINTR) return 0;
-    if (errno != EAGAIN && errno != EWOULDBLOCK) return -errno;
-    err = evl_wait_io(loop, fd, events);
+    if (errno != EAGAIN && errno != EWOULDBLOCK) {
+        t->kept_fd = 0;
+        return -errno;
+    }
+    err = evl__task_wait_fd(loop, t, fd, events, *waited ? 1 : 2);
+    *waited = 1;
     return err < 0 ? err : 0;
 }
 
@@ -4558,25 +4648,42 @@ static int evl__io_retry(evl_loop *loop, int fd, int events) {
    described operation cost 25 more instructions per call (callgrind: 64 -> 89 per call, for
    one-byte evl_write and evl_read in turn), on the path task I/O must keep as cheap as
    callbacks. */
+/* A read that came back short on an fd the task has waited on (so one that can block: a
+   socket, pipe or terminal) most likely emptied it, and the next read would fail with EAGAIN:
+   until the task next suspends, the next evl_read on that fd waits for readiness first and
+   saves that system call. Where the guess is wrong (data came meanwhile, a datagram socket)
+   the backend reports the fd readable at once and the cost is one trip through the poll. */
 ssize_t evl_read(evl_loop *loop, int fd, void *buf, size_t len) {
     evl_task *t;
-    int err = evl__task_enter(loop, &t);
+    int waited = 0, err = evl__task_enter(loop, &t);
     if (err < 0) return err;
+    if (t->drained_fd == fd + 1) {
+        if ((err = evl__task_wait_fd(loop, t, fd, EVL_READ, 2)) < 0) return err;
+        waited = 1;
+    }
     for (;;) {
         ssize_t n = evl__fault(EVL_FAULT_READ) ? -1 : read(fd, buf, len);
-        if (n >= 0) return n;
-        if ((err = evl__io_retry(loop, fd, EVL_READ)) < 0) return err;
+        if (n > 0) {
+            if ((size_t)n < len && t->io.fd == fd && (t->io.events & EVL_READ))
+                t->drained_fd = fd + 1;
+            return n;
+        }
+        if (n == 0) {
+            t->kept_fd = 0; /* EOF: the fd is likely to be closed next */
+            return 0;
+        }
+        if ((err = evl__io_retry(loop, t, fd, EVL_READ, &waited)) < 0) return err;
     }
 }
 
 ssize_t evl_write(evl_loop *loop, int fd, const void *buf, size_t len) {
     evl_task *t;
-    int err = evl__task_enter(loop, &t);
+    int waited = 0, err = evl__task_enter(loop, &t);
     if (err < 0) return err;
     for (;;) {
         ssize_t n = evl__fault(EVL_FAULT_WRITE) ? -1 : write(fd, buf, len);
         if (n >= 0) return n;
-        if ((err = evl__io_retry(loop, fd, EVL_WRITE)) < 0) return err;
+        if ((err = evl__io_retry(loop, t, fd, EVL_WRITE, &waited)) < 0) return err;
     }
 }
 
@@ -4596,7 +4703,7 @@ ssize_t evl_write_all(evl_loop *loop, int fd, const void *buf, size_t len) {
 
 int evl_accept(evl_loop *loop, int listen_fd, struct sockaddr *addr, socklen_t *len) {
     evl_task *t;
-    int err = evl__task_enter(loop, &t);
+    int waited = 0, err = evl__task_enter(loop, &t);
     if (err < 0) return err;
     for (;;) {
 #ifdef __linux__
@@ -4610,7 +4717,10 @@ int evl_accept(evl_loop *loop, int listen_fd, struct sockaddr *addr, socklen_t *
             fcntl(fd, F_SETFD, FD_CLOEXEC);
         }
 #endif
-        if (fd >= 0) return fd;
+        if (fd >= 0) {
+            if (t->kept_fd == fd + 1) t->kept_fd = 0; /* a new file under a kept number */
+            return fd;
+        }
         if (errno == ECONNABORTED) continue;
         if (errno == EMFILE || errno == ENFILE) {
             /* The process is out of fds: the caller gets the error, and the exception handler
@@ -4623,7 +4733,7 @@ int evl_accept(evl_loop *loop, int listen_fd, struct sockaddr *addr, socklen_t *
             }
             return e;
         }
-        if ((err = evl__io_retry(loop, listen_fd, EVL_READ)) < 0) return err;
+        if ((err = evl__io_retry(loop, t, listen_fd, EVL_READ, &waited)) < 0) return err;
     }
 }
 
@@ -4644,24 +4754,24 @@ int evl_connect(evl_loop *loop, int fd, const struct sockaddr *addr, socklen_t l
 ssize_t evl_recvfrom(evl_loop *loop, int fd, void *buf, size_t len, int flags,
                      struct sockaddr *addr, socklen_t *addrlen) {
     evl_task *t;
-    int err = evl__task_enter(loop, &t);
+    int waited = 0, err = evl__task_enter(loop, &t);
     if (err < 0) return err;
     for (;;) {
         ssize_t n = evl__fault(EVL_FAULT_READ) ? -1 : recvfrom(fd, buf, len, flags, addr, addrlen);
         if (n >= 0) return n;
-        if ((err = evl__io_retry(loop, fd, EVL_READ)) < 0) return err;
+        if ((err = evl__io_retry(loop, t, fd, EVL_READ, &waited)) < 0) return err;
     }
 }
 
 ssize_t evl_sendto(evl_loop *loop, int fd, const void *buf, size_t len, int flags,
                    const struct sockaddr *addr, socklen_t addrlen) {
     evl_task *t;
-    int err = evl__task_enter(loop, &t);
+    int waited = 0, err = evl__task_enter(loop, &t);
     if (err < 0) return err;
     for (;;) {
         ssize_t n = evl__fault(EVL_FAULT_WRITE) ? -1 : sendto(fd, buf, len, flags, addr, addrlen);
         if (n >= 0) return n;
-        if ((err = evl__io_retry(loop, fd, EVL_WRITE)) < 0) return err;
+        if ((err = evl__io_retry(loop, t, fd, EVL_WRITE, &waited)) < 0) return err;
     }
 }
 
@@ -4726,6 +4836,7 @@ static void evl__tasks_free(evl_loop *loop) {
         evl_timer_stop(loop, &t->sleep_timer);
         evl_timer_stop(loop, &t->deadline_timer);
         evl_io_stop(loop, &t->io);
+        evl__kept_unlink(loop, t);
         if (t->stack.base) evl__stack_put(loop, &t->stack, evl__ctx_sp(&t->ctx));
 #ifdef EVL__TSAN
         if (t->state != EVL__T_DONE) evl__tsan_fiber_free(t->tsan_fiber);
@@ -5411,6 +5522,9 @@ static int evl__iterate(evl_loop *loop, evl_time max_wait, int exit_when_idle) {
         if (to > loop->virtual_now) loop->virtual_now = to;
         timeout = 0;
     }
+#ifndef EVL_NO_TASKS
+    if (loop->kept_head) timeout = evl__kept_check(loop, timeout);
+#endif
     if (loop->changes_len) evl__fd_flush_changes(loop);
     err = evl__loop_poll(loop, timeout, exit_when_idle);
     if (err < 0) return err;

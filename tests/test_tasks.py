@@ -28,11 +28,9 @@ class StackOverflow(unittest.TestCase):
     """A task that overflows its stack is reported by name and stack size, then the process
     dies the default way (SIGSEGV), whatever the backend."""
 
-    @unittest.skipIf(harness.WRAPPER, "the wrapper (valgrind) intercepts SIGSEGV itself")
-    @unittest.skipIf(_under_asan(), "AddressSanitizer intercepts SIGSEGV itself")
-    def test_overflow_is_reported(self):
+    def _overflow(self, env=None):
         try:
-            r = harness.run([harness.program(PROG), "overflow_child"], timeout=30)
+            r = harness.run([harness.program(PROG), "overflow_child"], env=env, timeout=30)
         except subprocess.TimeoutExpired:
             self.fail("overflow_child timed out instead of dying by SIGSEGV")
         self.assertEqual(r.returncode, -signal.SIGSEGV,
@@ -41,6 +39,18 @@ class StackOverflow(unittest.TestCase):
         self.assertIn("deep-recursion", r.stderr)
         self.assertIn("32768", r.stderr)
         self.assertNotIn("ok overflow_child", r.stdout)
+
+    @unittest.skipIf(harness.WRAPPER, "the wrapper (valgrind) intercepts SIGSEGV itself")
+    @unittest.skipIf(_under_asan(), "AddressSanitizer intercepts SIGSEGV itself")
+    def test_overflow_is_reported(self):
+        """With the guard the kernel offers: a guard region on Linux 6.13+."""
+        self._overflow()
+
+    @unittest.skipIf(harness.WRAPPER, "the wrapper (valgrind) intercepts SIGSEGV itself")
+    @unittest.skipIf(_under_asan(), "AddressSanitizer intercepts SIGSEGV itself")
+    def test_overflow_is_reported_with_guard_mappings(self):
+        """With the fallback of older kernels: a stack mapping of its own, PROT_NONE below."""
+        self._overflow({"EVLOOP_STACK_GUARD": "mprotect"})
 
 
 if __name__ == "__main__":
