@@ -2576,7 +2576,8 @@ static int evl__fds_reserve(evl_loop *loop, int fd) {
 static int evl__fd_mark_dirty(evl_loop *loop, int fd) {
     evl__fd *s = &loop->fds[fd];
     if (s->dirty) return 0;
-    if (evl__grow(loop, (void **)&loop->changes, &loop->changes_cap, loop->changes_len + 1,
+    if (loop->changes_len == loop->changes_cap &&
+        evl__grow(loop, (void **)&loop->changes, &loop->changes_cap, loop->changes_len + 1,
                   sizeof *loop->changes) < 0)
         return -ENOMEM;
     loop->changes[loop->changes_len++] = fd;
@@ -3799,9 +3800,10 @@ static int evl__task_suspend(evl_loop *loop, evl_task *t, evl__waitq *q) {
     if (q) evl__waitq_push(q, t);
     t->state = EVL__T_SUSPENDED;
     evl__switch_out(loop, t, 0);
-    evl_timer_stop(loop, &t->deadline_timer);
-    evl_timer_stop(loop, &t->sleep_timer);
-    evl_io_stop(loop, &t->io);
+    /* Most suspensions armed one of the three, or none: the checks spare the calls. */
+    if (t->deadline_timer.slot) evl_timer_stop(loop, &t->deadline_timer);
+    if (t->sleep_timer.slot) evl_timer_stop(loop, &t->sleep_timer);
+    if (t->io.active) evl_io_stop(loop, &t->io);
     if (t->wq) evl__waitq_remove(t);
     return t->wake_status;
 }
@@ -4625,7 +4627,8 @@ static evl_time evl__kept_check(evl_loop *loop, evl_time timeout) {
    registration its last wakeup kept (when `keep` is 2) and keeps it when woken by the fd. */
 static int evl__task_wait_fd(evl_loop *loop, evl_task *t, int fd, int events, int keep) {
     int err, kept = 0;
-    (evl_io_init)(&t->io, fd, evl__task_io_cb, t);
+    /* A stopped watcher is as evl_io_init left it, but for its fd. */
+    if (t->io.fd != fd || t->io.cb != evl__task_io_cb) (evl_io_init)(&t->io, fd, evl__task_io_cb, t);
     if (keep == 2 && t->kept_fd == fd + 1) {
         evl__fd *s = &loop->fds[fd];
         if (s->emptied && !s->watchers && !(events & ~s->registered)) {
