@@ -554,6 +554,12 @@ static const fault net_faults[] = {
     {EVL_FAULT_WRITE, EINTR},      {EVL_FAULT_CONNECT, ECONNREFUSED},
 };
 
+/* The stacks' own sites once more with guard mappings (the fallback of kernels without guard
+   regions): a mapping and an mprotect per stack instead of a slab and a madvise. */
+static const fault stack_faults[] = {
+    {EVL_FAULT_MMAP, ENOMEM},
+};
+
 static const fault pool_faults[] = {
     {SITE_ALLOC, ENOMEM}, {EVL_FAULT_THREAD, EAGAIN}, {EVL_FAULT_MMAP, ENOMEM},
     {EVL_FAULT_WAIT, EINTR},
@@ -584,6 +590,12 @@ static void sweep_tasks_over_tcp(void) {
     SWEEP("tasks", net_scenario, 0, net_faults);
 }
 
+static void sweep_tasks_with_guard_mappings(void) {
+    setup();
+    CHECK_EQ(setenv("EVLOOP_STACK_GUARD", "mprotect", 1), 0);
+    SWEEP("tasks, guard mappings", net_scenario, 0, stack_faults);
+}
+
 static void sweep_executor(void) {
     setup();
     SWEEP("executor", pool_scenario, 0, pool_faults);
@@ -602,6 +614,7 @@ static void sweep_watchdog(void) {
 static const check_case cases[] = {
     {"sweep_core", sweep_core},
     {"sweep_tasks_over_tcp", sweep_tasks_over_tcp},
+    {"sweep_tasks_with_guard_mappings", sweep_tasks_with_guard_mappings},
     {"sweep_executor", sweep_executor},
     {"sweep_signals", sweep_signals},
     {"sweep_watchdog", sweep_watchdog},
