@@ -217,7 +217,7 @@
    it with evl_close(loop, fd), which stops them for you and wakes every task waiting on the fd
    with -EBADF at once (a plain close(2) of an fd a task waits on is a bug: on epoll the kernel
    drops the fd without an event and the task sleeps forever, unless the wait was on a kept
-   registration (see Task I/O below), which ends with -EBADF within 100 ms; debug mode reports
+   registration (see Task I/O below), which ends with -EBADF within 200 ms; debug mode reports
    it where the backend can see it, on poll and select). A watcher that is stopped, or an fd
    closed and its number reused during an iteration, never gets a stale event from that
    iteration.
@@ -292,9 +292,11 @@
    5.0 us without the shortcuts), 4.49 and 4.28 us at 1000. A kept registration is dropped by
    evl_close, an EOF or error on the fd, evl_accept returning the same number, and any other
    suspension. If the task's own code closes the fd with close(2) and a new file gets the same
-   number before its next wait, that wait is registered from scratch once 100 ms pass without
-   an event (a delay, never a hang: use evl_close and it never happens), and a kept wait on an
-   fd closed behind the task's back ends with -EBADF.
+   number before its next wait, that wait is registered from scratch after 100 to 200 ms
+   without an event (a delay, never a hang: use evl_close and it never happens), and a kept
+   wait on an fd closed behind the task's back ends with -EBADF. The loop finds such waits in
+   a ring it appends each kept wait's task to, once, and reads from the oldest end before each
+   poll: a wait that ends touches nothing but its own task.
 
    Cancellation. evl_task_cancel(loop, t) makes the task's current suspension, or its next one,
    return -ECANCELED, and every later one too, until the task returns: cancellation is a
@@ -1345,14 +1347,14 @@ struct evl_task {
     int cancelled, shield;
     int drained_fd;            /* fd + 1 that a short evl_read left empty (see evl_read) */
     int kept_fd;               /* fd + 1 whose registration its last wakeup left in place */
-    int kept_linked;
+    int kept_waiting;          /* in a wait on a kept registration no event has confirmed */
     evl_time deadline;         /* the deadline outside every shield */
     evl_time shield_deadline;  /* the one set inside the open shields (they nest) */
     evl__waitq *wq;            /* the wait list the task is in, if any */
     void *wake_value;          /* what a wakeup handed over (a future's value, a queue item) */
     evl_io io;
-    evl_task *kept_next, *kept_prev;   /* in the loop's list of unconfirmed kept waits */
-    evl_time kept_since;
+    evl_time kept_since;       /* when that wait began */
+    int kept_queued;           /* in the loop's kept ring */
     evl_task_fn fn;
     void *arg;
     int result, detached;
@@ -1481,8 +1483,9 @@ struct evl_loop {
     evl_task_hook on_spawn, on_finish;
     void *hooks_ud;
     evl_task *current;          /* the task running now; read by the overflow handler */
-    evl_task *kept_head, *kept_tail;   /* waits on kept registrations, oldest first */
-    evl_time kept_clock;        /* when the list was last looked at */
+    struct evl__kept *kept;     /* a ring of the tasks in kept waits, oldest first */
+    size_t kept_head, kept_len, kept_cap;
+    evl_time kept_clock;        /* when the ring was last looked at */
     evl__ctx ctx;               /* the loop's own context while a task runs */
     evl_task *tasks;            /* every task not yet released */
     evl_task *task_free_head, *task_free_tail;
@@ -3362,7 +3365,7 @@ static void evl__slab_give(evl__stack_class *c, evl__stack *s) {
         return;
     }
     madvise(s->lo, s->size, MADV_DONTNEED);
-    sl->free[sl->nfree++] = (uint32_t)(((unsigned char *)s->base - sl->mem) / sl->slot_size);
+    sl->free[sl->nfree++] = (uint32_t)((size_t)((unsigned char *)s->base - sl->mem) / sl->slot_size);
 }
 
 /* The loop closes: each slab is unmapped, or by the last executor job that holds a stack of
@@ -3399,10 +3402,9 @@ static void evl__stack_unpoison(evl__stack *s, const void *sp) {
 }
 
 static void evl__stack_unregister(evl__stack *s) {
+    (void)s; /* where Valgrind does not support the CPU, its macros expand to nothing */
 #ifdef EVL__VALGRIND
     VALGRIND_STACK_DEREGISTER(s->valgrind_id);
-#else
-    (void)s;
 #endif
 }
 
@@ -3420,6 +3422,7 @@ static void evl__stack_unmap(evl_alloc_fn alloc, void *alloc_ud, evl__stack *s) 
     s->base = NULL;
 }
 
+#ifndef EVL_NO_THREADS
 /* An abandoned task's stack goes to its executor job (evl__executor_keep_stack): its slot
    stays taken, and its slab outlives the loop until the job gives the stack back here. */
 static void evl__stack_hold(evl__stack *s) {
@@ -3443,6 +3446,7 @@ static void evl__stack_release(evl_alloc_fn alloc, void *alloc_ud, evl__stack *s
 #endif
     evl__stack_unmap(alloc, alloc_ud, s);
 }
+#endif
 
 static evl__stack_class *evl__stack_class_of(evl_loop *loop, size_t size) {
     evl__stack_class *c;
@@ -4585,69 +4589,107 @@ void evl_queue_free(evl_loop *loop, evl_queue *q) {
    wait cost before. */
 #define EVL__KEPT_CHECK EVL_MSEC(100)
 
-static void evl__kept_unlink(evl_loop *loop, evl_task *t) {
-    if (!t->kept_linked) return;
-    if (t->kept_prev) t->kept_prev->kept_next = t->kept_next;
-    else loop->kept_head = t->kept_next;
-    if (t->kept_next) t->kept_next->kept_prev = t->kept_prev;
-    else loop->kept_tail = t->kept_prev;
-    t->kept_linked = 0;
+/* A task in a kept wait, as the ring holds it: the ring is only appended to and consumed from
+   its head, so a wait that ends touches nothing but its own task (a list would write to its
+   neighbours, other tasks' cold cache lines). An entry outlives the wait: the check finds out
+   from the task whether it still waits, and from `id` whether the struct is still that task
+   (a released struct is reused, never freed before the loop closes). */
+typedef struct evl__kept {
+    evl_task *task;
+    unsigned long long id;
+    evl_time since;
+} evl__kept;
+
+static int evl__kept_push(evl_loop *loop, evl_task *t, evl_time since) {
+    evl__kept *e;
+    if (loop->kept_len == loop->kept_cap) {
+        size_t i, cap = loop->kept_cap ? loop->kept_cap * 2 : 64;
+        evl__kept *ring = (evl__kept *)evl__realloc(loop, NULL, cap * sizeof *ring);
+        if (!ring) return -ENOMEM;
+        for (i = 0; i < loop->kept_len; i++)
+            ring[i] = loop->kept[(loop->kept_head + i) % loop->kept_cap];
+        evl__free(loop, loop->kept);
+        loop->kept = ring;
+        loop->kept_cap = cap;
+        loop->kept_head = 0;
+    }
+    e = &loop->kept[(loop->kept_head + loop->kept_len++) % loop->kept_cap];
+    e->task = t;
+    e->id = t->id;
+    e->since = since;
+    t->kept_queued = 1;
+    return 0;
 }
 
-static void evl__kept_link(evl_loop *loop, evl_task *t) {
-    /* The list's clock is read at each poll while it is not empty; an empty one's is old. */
-    if (!loop->kept_head) loop->kept_clock = evl__clock_read();
+/* Marks t's wait as kept and unconfirmed; -ENOMEM when the ring cannot grow (the wait then
+   registers from scratch instead). */
+static int evl__kept_begin(evl_loop *loop, evl_task *t) {
+    /* The ring's clock is read at each poll while the ring is not empty; an empty one's may
+       be old. */
+    if (!loop->kept_len) loop->kept_clock = evl__clock_read();
+    if (!t->kept_queued && evl__kept_push(loop, t, loop->kept_clock) < 0) return -ENOMEM;
     t->kept_since = loop->kept_clock;
-    t->kept_next = NULL;
-    t->kept_prev = loop->kept_tail;
-    if (loop->kept_tail) loop->kept_tail->kept_next = t;
-    else loop->kept_head = t;
-    loop->kept_tail = t;
-    t->kept_linked = 1;
+    t->kept_waiting = 1;
+    return 0;
 }
 
 /* Before the poll: registers from scratch the kept waits no event has confirmed within
-   EVL__KEPT_CHECK, and returns the poll timeout shortened to the next one due. */
+   EVL__KEPT_CHECK (within twice that for a task whose entry predates its wait), and returns
+   the poll timeout shortened to the next entry due. */
 static evl_time evl__kept_check(evl_loop *loop, evl_time timeout) {
     evl_time now = evl__clock_read(), left;
-    evl_task *t;
     loop->kept_clock = now;
-    while ((t = loop->kept_head) != NULL && now - t->kept_since >= EVL__KEPT_CHECK) {
-        evl__fd *s = &loop->fds[t->io.fd];
-        int err = loop->backend->modify(loop, t->io.fd, EVL__REG_UNKNOWN, s->registered);
-        evl__kept_unlink(loop, t);
+    while (loop->kept_len) {
+        evl__kept e = loop->kept[loop->kept_head];
+        evl_task *t = e.task;
+        evl__fd *s;
+        int err;
+        if (now - e.since < EVL__KEPT_CHECK) break;
+        loop->kept_head = (loop->kept_head + 1) % loop->kept_cap;
+        loop->kept_len--;
+        if (t->id != e.id || t->state == EVL__T_FREE) continue; /* the struct moved on */
+        t->kept_queued = 0;
+        if (!t->kept_waiting) continue;
+        if (now - t->kept_since < EVL__KEPT_CHECK) {
+            if (evl__kept_push(loop, t, now) < 0) t->kept_waiting = 0; /* ring full: unchecked */
+            continue;
+        }
+        t->kept_waiting = 0;
+        s = &loop->fds[t->io.fd];
+        err = loop->backend->modify(loop, t->io.fd, EVL__REG_UNKNOWN, s->registered);
         if (err == -EBADF) {
             /* Closed under the wait, which would never end: it ends now, as evl_close ends
                it, and the poll must not sleep before the task runs. */
             evl__task_wake(loop, t, -EBADF, NULL, 0);
             timeout = 0;
-        } else if (err < 0) {
-            evl__kept_link(loop, t); /* out of memory: try again later */
+        } else if (err < 0 && evl__kept_push(loop, t, now) == 0) {
+            t->kept_waiting = 1; /* out of memory: try again later */
         }
     }
-    if (!t) return timeout;
-    left = t->kept_since + EVL__KEPT_CHECK - now;
+    if (!loop->kept_len) return timeout;
+    left = loop->kept[loop->kept_head].since + EVL__KEPT_CHECK - now;
     return timeout < 0 || timeout > left ? left : timeout;
 }
 
 /* Waits until fd has one of `events`. `keep`: the wait is task I/O's own, which may use the
    registration its last wakeup kept (when `keep` is 2) and keeps it when woken by the fd. */
 static int evl__task_wait_fd(evl_loop *loop, evl_task *t, int fd, int events, int keep) {
-    int err, kept = 0;
+    int err;
     /* A stopped watcher is as evl_io_init left it, but for its fd. */
     if (t->io.fd != fd || t->io.cb != evl__task_io_cb) (evl_io_init)(&t->io, fd, evl__task_io_cb, t);
     if (keep == 2 && t->kept_fd == fd + 1) {
         evl__fd *s = &loop->fds[fd];
-        if (s->emptied && !s->watchers && !(events & ~s->registered)) {
+        if (s->emptied && !s->watchers && !(events & ~s->registered) &&
+            evl__kept_begin(loop, t) == 0)
             s->emptied = 0;
-            kept = 1;
-        }
     }
     err = evl_io_start(loop, &t->io, events);
-    if (err < 0) return err;
-    if (kept) evl__kept_link(loop, t);
+    if (err < 0) {
+        t->kept_waiting = 0;
+        return err;
+    }
     err = evl__task_suspend(loop, t, NULL);
-    evl__kept_unlink(loop, t);
+    t->kept_waiting = 0;
     if (keep && err > 0) t->kept_fd = fd + 1;
     return err;
 }
@@ -4870,7 +4912,6 @@ static void evl__tasks_free(evl_loop *loop) {
         evl_timer_stop(loop, &t->sleep_timer);
         evl_timer_stop(loop, &t->deadline_timer);
         evl_io_stop(loop, &t->io);
-        evl__kept_unlink(loop, t);
         if (t->stack.base) evl__stack_put(loop, &t->stack, evl__ctx_sp(&t->ctx));
 #ifdef EVL__TSAN
         if (t->state != EVL__T_DONE) evl__tsan_fiber_free(t->tsan_fiber);
@@ -4882,6 +4923,9 @@ static void evl__tasks_free(evl_loop *loop) {
         evl__free(loop, t);
     }
     loop->task_free_tail = NULL;
+    evl__free(loop, loop->kept);
+    loop->kept = NULL;
+    loop->kept_head = loop->kept_len = loop->kept_cap = 0;
     evl__stacks_close(loop);
     evl__guard_teardown(loop);
 }
@@ -5557,7 +5601,7 @@ static int evl__iterate(evl_loop *loop, evl_time max_wait, int exit_when_idle) {
         timeout = 0;
     }
 #ifndef EVL_NO_TASKS
-    if (loop->kept_head) timeout = evl__kept_check(loop, timeout);
+    if (loop->kept_len) timeout = evl__kept_check(loop, timeout);
 #endif
     if (loop->changes_len) evl__fd_flush_changes(loop);
     err = evl__loop_poll(loop, timeout, exit_when_idle);

@@ -207,6 +207,65 @@ static void kept_wait_on_an_fd_closed_behind_its_back_is_ebadf(void) {
     CHECK_OK(evl_loop_close(loop));
 }
 
+/* ---- many kept waits that outlive the check ---- */
+
+#define SLOW_TASKS 100
+
+static struct {
+    int fd[SLOW_TASKS][2];
+    int done;
+    evl_timer first, second;
+} sl;
+
+static void slow_write(evl_loop *loop, void *arg) {
+    int i;
+    (void)loop;
+    for (i = 0; i < SLOW_TASKS; i++) CHECK_EQ(write(sl.fd[i][1], arg, 1), 1);
+}
+
+static int slow_reader(evl_loop *loop, void *arg) {
+    int i = (int)(intptr_t)arg;
+    char c = 0;
+    CHECK_EQ(evl_read(loop, sl.fd[i][0], &c, 1), 1); /* woken by the fd: the next wait keeps */
+    CHECK_EQ(c, 'a');
+    CHECK_EQ(evl_read(loop, sl.fd[i][0], &c, 1), 1); /* a kept wait of 250 ms */
+    CHECK_EQ(c, 'b');
+    sl.done++;
+    return 0;
+}
+
+/* A hundred tasks each wait 250 ms on a kept registration, past the 100 ms check: each is
+   registered from scratch once (so a registration per task, not per check), the ring that
+   holds them grows past its first size, and every byte arrives. */
+static void kept_waits_outliving_the_check_are_checked_once(void) {
+    evl_loop *loop = check_loop_new();
+    unsigned long regs0, regs;
+    int i;
+    watchdog(30);
+    memset(&sl, 0, sizeof sl);
+    for (i = 0; i < SLOW_TASKS; i++) {
+        pair(sl.fd[i]);
+        CHECK_OK(evl_task_spawn(loop, NULL, slow_reader, (void *)(intptr_t)i, NULL));
+    }
+    evl_timer_init(&sl.first, slow_write, "a");
+    evl_timer_init(&sl.second, slow_write, "b");
+    CHECK_OK(evl_timer_start(loop, &sl.first, EVL_MSEC(5), 0));
+    CHECK_OK(evl_timer_start(loop, &sl.second, EVL_MSEC(255), 0));
+    regs0 = evl_fault_calls(EVL_FAULT_REGISTER);
+    CHECK_OK(evl_run(loop));
+    regs = evl_fault_calls(EVL_FAULT_REGISTER) - regs0;
+    CHECK_EQ(sl.done, SLOW_TASKS);
+    printf("figures: %s: %d tasks, kept waits of 250 ms: %lu registrations\n",
+           evl_backend_name(loop), SLOW_TASKS, regs);
+    /* The first waits' registrations, one check each, and the removals at the end. */
+    CHECK(regs <= 3 * SLOW_TASKS + 8);
+    for (i = 0; i < SLOW_TASKS; i++) {
+        close(sl.fd[i][0]);
+        close(sl.fd[i][1]);
+    }
+    CHECK_OK(evl_loop_close(loop));
+}
+
 static const check_case cases[] = {
     {"ping_pong_keeps_registrations_and_skips_eagain",
      ping_pong_keeps_registrations_and_skips_eagain},
@@ -214,6 +273,8 @@ static const check_case cases[] = {
     {"fd_reused_while_a_dup_keeps_the_old_file", fd_reused_while_a_dup_keeps_the_old_file},
     {"kept_wait_on_an_fd_closed_behind_its_back_is_ebadf",
      kept_wait_on_an_fd_closed_behind_its_back_is_ebadf},
+    {"kept_waits_outliving_the_check_are_checked_once",
+     kept_waits_outliving_the_check_are_checked_once},
 };
 
 CHECK_MAIN(cases)
