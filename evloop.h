@@ -288,15 +288,17 @@
    until the task's next wait on the same fd, which then costs no system call, provided
    nothing else ran in between (the task did not suspend on anything else). Server CPU per
    1 KiB echo message, server and client pinned to their own cores (bench/README.md, `python3
-   bench/run.py --only echo`): tasks 4.55 us and callbacks 4.43 us at 64 connections (+3 %;
-   5.0 us without the shortcuts), 4.49 and 4.28 us at 1000. A kept registration is dropped by
-   evl_close, an EOF or error on the fd, evl_accept returning the same number, and any other
-   suspension. If the task's own code closes the fd with close(2) and a new file gets the same
-   number before its next wait, that wait is registered from scratch after 100 to 200 ms
-   without an event (a delay, never a hang: use evl_close and it never happens), and a kept
-   wait on an fd closed behind the task's back ends with -EBADF. The loop finds such waits in
-   a ring it appends each kept wait's task to, once, and reads from the oldest end before each
-   poll: a wait that ends touches nothing but its own task.
+   bench/run.py --only echo`, medians of 3, 2026-12-03): tasks 4.53 us and callbacks 4.40 us
+   at 64 connections (+3 %; +13 % without the shortcuts), 4.60 and 4.33 us at 1000 (+6 %,
+   +12 % without; what is left is mostly each task's own memory touched per message: its
+   struct and its stack's frames, where a callback touches one small record). A kept
+   registration is dropped by evl_close, an EOF or error on the fd, evl_accept returning the
+   same number, and any other suspension. If the task's own code closes the fd with close(2)
+   and a new file gets the same number before its next wait, that wait is registered from
+   scratch after 100 to 200 ms without an event (a delay, never a hang: use evl_close and it
+   never happens), and a kept wait on an fd closed behind the task's back ends with -EBADF.
+   The loop finds such waits in a ring it appends each kept wait's task to, once, and reads
+   from the oldest end before each poll: a wait that ends touches nothing but its own task.
 
    Cancellation. evl_task_cancel(loop, t) makes the task's current suspension, or its next one,
    return -ECANCELED, and every later one too, until the task returns: cancellation is a
@@ -3354,6 +3356,7 @@ static int evl__slab_take(evl_loop *loop, evl__stack_class *c, evl__stack *s) {
    swings around a slab's edge does not map and unmap at every spawn. */
 static void evl__slab_give(evl__stack_class *c, evl__stack *s) {
     evl__slab *sl = s->slab;
+    size_t offset;
     if (sl->used-- == sl->nslots) {
         evl__slab_unlink(&c->full, sl);
         evl__slab_link(&c->avail, sl);
@@ -3365,7 +3368,8 @@ static void evl__slab_give(evl__stack_class *c, evl__stack *s) {
         return;
     }
     madvise(s->lo, s->size, MADV_DONTNEED);
-    sl->free[sl->nfree++] = (uint32_t)((size_t)((unsigned char *)s->base - sl->mem) / sl->slot_size);
+    offset = (size_t)((unsigned char *)s->base - sl->mem);
+    sl->free[sl->nfree++] = (uint32_t)(offset / sl->slot_size);
 }
 
 /* The loop closes: each slab is unmapped, or by the last executor job that holds a stack of
@@ -4676,7 +4680,8 @@ static evl_time evl__kept_check(evl_loop *loop, evl_time timeout) {
 static int evl__task_wait_fd(evl_loop *loop, evl_task *t, int fd, int events, int keep) {
     int err;
     /* A stopped watcher is as evl_io_init left it, but for its fd. */
-    if (t->io.fd != fd || t->io.cb != evl__task_io_cb) (evl_io_init)(&t->io, fd, evl__task_io_cb, t);
+    if (t->io.fd != fd || t->io.cb != evl__task_io_cb)
+        (evl_io_init)(&t->io, fd, evl__task_io_cb, t);
     if (keep == 2 && t->kept_fd == fd + 1) {
         evl__fd *s = &loop->fds[fd];
         if (s->emptied && !s->watchers && !(events & ~s->registered) &&
