@@ -3283,7 +3283,7 @@ static void evl__slab_unlink(evl__slab **head, evl__slab *sl) {
     if (sl->next) sl->next->prev = sl->prev;
 }
 
-static int evl__slab_new(evl_loop *loop, evl__stack_class *c) {
+static int evl__slab_new(evl_loop *loop, evl__stack_class *c, evl__slab **out) {
     size_t slot = c->size + (loop->stack_guard ? loop->page_size : 0);
     size_t max = EVL__SLAB_BYTES_MAX / slot, n = c->slots;
     evl__slab *sl;
@@ -3314,6 +3314,7 @@ static int evl__slab_new(evl_loop *loop, evl__stack_class *c) {
     sl->alloc_ud = loop->alloc_ud;
     c->slots += n;
     evl__slab_link(&c->avail, sl);
+    *out = sl;
     return 0;
 }
 
@@ -3328,8 +3329,11 @@ static int evl__slab_take(evl_loop *loop, evl__stack_class *c, evl__stack *s) {
     evl__slab *sl;
     uint32_t i;
     int err;
-    if (!c->avail && (err = evl__slab_new(loop, c)) < 0) return err;
     sl = c->avail;
+    if (!sl) {
+        err = evl__slab_new(loop, c, &sl);
+        if (!sl) return err < 0 ? err : -ENOMEM; /* (an mmap failure always sets errno) */
+    }
     if (sl->nfree) {
         i = sl->free[--sl->nfree];
     } else {
