@@ -529,7 +529,8 @@
    the caller or a failure of the OS is returned:
      -EINVAL     NULL handle, no callback, negative delay, bad event mask, unknown backend
                  name; evl_task_join of a detached task or of a group's task
-     -EBADF      negative file descriptor; a task I/O call whose fd evl_close closed
+     -EBADF      negative file descriptor; a task I/O call whose fd evl_close closed, or
+                 that waited on a kept registration of an fd closed behind its back
      -ERANGE     the select backend cannot watch an fd >= FD_SETSIZE
      -ENOMEM     the allocator failed (the loop keeps working; nothing was queued)
      -ENOSYS     the requested backend is not available in this build or on this platform
