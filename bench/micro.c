@@ -208,15 +208,22 @@ static double bench_threadsafe(long per_thread) {
 }
 
 /* ---- 8b. memory per sleeping task: VmRSS delta over N tasks asleep in evl_sleep ---- */
-static long rss_kib(void) {
+/* A line of /proc/self/status in KiB ("VmRSS", "VmHWM"), or -1. */
+static long status_kib(const char *key) {
     char line[256];
     long kib = -1;
+    size_t len = strlen(key);
     FILE *f = fopen("/proc/self/status", "r");
     if (!f) return -1;
     while (fgets(line, sizeof line, f))
-        if (strncmp(line, "VmRSS:", 6) == 0) kib = strtol(line + 6, NULL, 10);
+        if (strncmp(line, key, len) == 0 && line[len] == ':')
+            kib = strtol(line + len + 1, NULL, 10);
     fclose(f);
     return kib;
+}
+
+static long rss_kib(void) {
+    return status_kib("VmRSS");
 }
 
 static long sleepers_started;
@@ -226,8 +233,9 @@ static int sleeper(evl_loop *loop, void *arg) {
     return evl_sleep(loop, EVL_SEC(3600));
 }
 
-/* stack_guard = -1: a guarded stack costs two kernel mappings and vm.max_map_count (65530 by
-   default) caps them, so 100 000 guarded tasks cannot exist at once. */
+/* stack_guard = -1, so that the row measures the same on kernels without guard regions, where
+   a guarded stack costs two kernel mappings and vm.max_map_count (65530 by default) keeps
+   100 000 guarded tasks from existing at once. 10a measures the default config. */
 static double bench_mem_tasks(long n, long *spawned) {
     evl_loop *loop;
     evl_config cfg;
@@ -255,17 +263,6 @@ static long count_maps(void) {
         if (strchr(line, '\n')) n++;
     fclose(f);
     return n;
-}
-
-static long peak_rss_kib(void) {
-    char line[256];
-    long kib = -1;
-    FILE *f = fopen("/proc/self/status", "r");
-    if (!f) return -1;
-    while (fgets(line, sizeof line, f))
-        if (strncmp(line, "VmHWM:", 6) == 0) kib = strtol(line + 6, NULL, 10);
-    fclose(f);
-    return kib;
 }
 
 static long scale_asleep, scale_woken;
@@ -325,7 +322,7 @@ static int bench_task_scale(long n) {
            "INFO cancel_run_s %.4f\nINFO cancel_run_join_s %.4f\nINFO rss_before_kib %ld\n"
            "INFO rss_peak_kib %ld\nINFO rss_after_close_kib %ld\nINFO hwm_kib %ld\n",
            spawned, t_calls / 1e9, maps0, t_cancel / 1e9, t_run / 1e9, t_join / 1e9, rss0, rss1,
-           rss2, peak_rss_kib());
+           rss2, status_kib("VmHWM"));
     free(t);
     if (spawned < n) {
         fprintf(stderr, "micro: task_scale: spawn %ld of %ld failed: %s\n", spawned + 1, n,
@@ -379,7 +376,7 @@ static int bench_task_burst(long n) {
     free(b.t);
     printf("RESULT task_burst %.4f\nINFO tasks %ld\nINFO spawn_s %.4f\nINFO join_s %.4f\n"
            "INFO hwm_kib %ld\n", b.total_ns / 1e9, b.n, b.spawn_ns / 1e9,
-           (b.total_ns - b.spawn_ns) / 1e9, peak_rss_kib());
+           (b.total_ns - b.spawn_ns) / 1e9, status_kib("VmHWM"));
     if (b.n < want) {
         fprintf(stderr, "micro: task_burst: spawn %ld of %ld failed: %s\n", b.n + 1, want,
                 evl_strerror(b.err));
